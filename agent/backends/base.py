@@ -1,0 +1,59 @@
+"""The backend contract: backends execute, the harness times.
+
+A backend never reads a clock for measurement. The harness calls, in order:
+load() -> make_inputs(seed, count) -> invoke(x) many times -> describe() -> close().
+"""
+
+
+class BackendUnavailable(Exception):
+    """The device cannot run this backend here: the case becomes SKIPPED, not FAILED.
+
+    reason: what is missing ("tensorflow not installed").
+    hint: the command or step that fixes it ("pip install tensorflow").
+    """
+
+    def __init__(self, reason, hint=None):
+        Exception.__init__(self, reason)
+        self.reason = reason
+        self.hint = hint
+
+
+class BadModel(Exception):
+    """The model file cannot be used by this backend (wrong format, corrupt, not compiled)."""
+
+
+class Backend(object):
+    """Base class. Subclasses set `name` and implement load/make_inputs/invoke."""
+
+    name = None
+
+    def __init__(self, case, model_path):
+        """case: the job case dict (model, runtime, settings); model_path: local file/folder or None."""
+        self.case = case
+        self.model_path = model_path
+        self.runtime = case.get("runtime", {})
+        self.options = self.runtime.get("options") or {}
+
+    def load(self):
+        """Load the model / create the session. Timed by the harness as load_s."""
+        raise NotImplementedError
+
+    def convert_seconds(self):
+        """Seconds spent converting/building inside load() (TF-TRT, TensorRT), else None."""
+        return None
+
+    def make_inputs(self, seed, count):
+        """Return `count` ready-to-feed inputs, seeded, in the model's dtype and range."""
+        raise NotImplementedError
+
+    def invoke(self, inputs):
+        """One synchronous inference. Must return only when the result is ready."""
+        raise NotImplementedError
+
+    def describe(self):
+        """Facts for the result: {'version': str, 'delegate': str|None, 'provider': str|None,
+        'delegation': {'ops_total': int|None, 'ops_delegated': int|None}, ...}."""
+        return {}
+
+    def close(self):
+        pass

@@ -1,0 +1,282 @@
+"""The agent protocol: job and result documents, their version and their checks.
+
+One source of truth, stdlib only (runs on Python 3.6). The controller mirrors it with
+pydantic in orchestrator/resultmodel.py; tests/test_contract.py runs golden files through both.
+
+Format history (bump SCHEMA_VERSION and add a line; orchestrator migrates older versions):
+  1  2026-11  first version: job.json, <case_id>.json results, events.jsonl, heartbeat, status.json
+"""
+
+import math
+
+SCHEMA_VERSION = 1
+JOB_KIND = "benchfleet.job"
+RESULT_KIND = "benchfleet.result"
+
+# Case outcome.  ok: measured.  skipped: the device cannot run it (reason says why and how to fix).
+# failed: it should have run and did not; substatus says which class of failure.
+STATUSES = ("ok", "skipped", "failed")
+FAILED_SUBSTATUSES = ("error", "timeout", "crashed", "bad_model", "agent_lost", "invalid_result")
+VALIDITIES = ("VALID", "INVALID")
+
+BACKENDS = ("synthetic", "tflite", "edgetpu", "tensorflow", "tf-trt", "onnxruntime", "tensorrt")
+MODEL_FORMATS = ("synthetic", "tflite", "savedmodel", "onnx")
+PRECISIONS = ("fp32", "fp16", "int8")
+COOLDOWN_MODES = ("none", "fixed", "thermal")
+
+# Percentiles reported, and the minimum sample counts METHOD.md asks for before a conservative
+# (99% confidence upper bound) percentile is called established.
+PERCENTILES = (50, 90, 95, 99, 99.9)
+CONSERVATIVE_MIN_SAMPLES = {90: 64, 95: 130, 99: 662, 99.9: 6636}
+CONFIDENCE = 0.99
+
+# Defaults of METHOD.md; a suite may override each, the result records what was used.
+DEFAULT_SETTINGS = {
+    "warmup_runs": 50,
+    "warmup_min_s": 1.0,
+    "runs": 1000,
+    "min_duration_s": 10.0,
+    "max_duration_s": 600.0,
+    "input_seed": 0,
+    "input_pool": 4,
+    "cv_max": 0.025,
+    "case_timeout_s": 1800.0,
+}
+
+# Agent process exit codes (`agent.pyz run`): distinct per failure class.
+EXIT_OK = 0            # every case has a result file (whatever its status)
+EXIT_USAGE = 2         # bad command line or bad job.json
+EXIT_BUSY = 3          # another agent run holds the workdir lock
+EXIT_INTERNAL = 4      # a bug in the agent: traceback on stderr
+EXIT_INTERRUPTED = 130
+
+# Case worker exit codes (`agent.pyz case`), read by the supervisor.
+WORKER_OK = 0
+WORKER_RESULT_WRITTEN_FAILED = 5
+
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+
+
+def percentile_key(p):
+    """50 -> 'p50', 99.9 -> 'p99_9': the field name used in summaries and CSV columns."""
+    text = ("%g" % p).replace(".", "_")
+    return "p" + text
+
+
+def _problem(problems, path, message):
+    problems.append("%s: %s" % (path, message))
+
+
+def _check_type(problems, doc, path, key, types, required=True, allow_none=False):
+    if key not in doc:
+        if required:
+            _problem(problems, path + key, "field required")
+        return None
+    value = doc[key]
+    if value is None:
+        if not allow_none:
+            _problem(problems, path + key, "must not be null")
+        return None
+    if isinstance(value, bool) and bool not in _as_tuple(types):
+        _problem(problems, path + key, "expected %s, got a boolean" % _type_names(types))
+        return None
+    if not isinstance(value, types):
+        _problem(problems, path + key, "expected %s, got %s" % (_type_names(types), type(value).__name__))
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        _problem(problems, path + key, "must be a finite number")
+        return None
+    return value
+
+
+def _as_tuple(types):
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _type_names(types):
+    return " or ".join(t.__name__ for t in _as_tuple(types))
+
+
+def _check_enum(problems, doc, path, key, allowed, required=True, allow_none=False):
+    value = _check_type(problems, doc, path, key, str, required, allow_none)
+    if value is not None and value not in allowed:
+        _problem(problems, path + key, "must be one of %s, got %r" % (", ".join(allowed), value))
+    return value
+
+
+NUMBER = (int, float)
+
+CASE_FIELDS = ("case_id", "model", "runtime", "settings", "label")
+MODEL_FIELDS = ("name", "variant", "format", "sha256", "path", "synthetic_ms")
+RUNTIME_FIELDS = ("backend", "threads", "affinity", "precision", "options")
+
+
+def check_case(case, path="cases[0]."):
+    """Problems of one job case (a list of 'path: message' strings; empty when valid)."""
+    problems = []
+    if not isinstance(case, dict):
+        return [path.rstrip(".") + ": expected an object"]
+    _unknown(problems, case, path, CASE_FIELDS)
+    _check_type(problems, case, path, "case_id", str)
+    _check_type(problems, case, path, "label", str, required=False)
+    model = _check_type(problems, case, path, "model", dict)
+    if model is not None:
+        mp = path + "model."
+        _unknown(problems, model, mp, MODEL_FIELDS)
+        _check_type(problems, model, mp, "name", str)
+        _check_type(problems, model, mp, "variant", str)
+        _check_enum(problems, model, mp, "format", MODEL_FORMATS)
+        _check_type(problems, model, mp, "sha256", str, allow_none=True)
+        _check_type(problems, model, mp, "path", str, allow_none=True)
+        _check_type(problems, model, mp, "synthetic_ms", NUMBER, required=False, allow_none=True)
+    runtime = _check_type(problems, case, path, "runtime", dict)
+    if runtime is not None:
+        rp = path + "runtime."
+        _unknown(problems, runtime, rp, RUNTIME_FIELDS)
+        _check_enum(problems, runtime, rp, "backend", BACKENDS)
+        _check_type(problems, runtime, rp, "threads", int, allow_none=True)
+        _check_type(problems, runtime, rp, "affinity", list, allow_none=True)
+        _check_enum(problems, runtime, rp, "precision", PRECISIONS)
+        _check_type(problems, runtime, rp, "options", dict)
+    settings = _check_type(problems, case, path, "settings", dict)
+    if settings is not None:
+        sp = path + "settings."
+        _unknown(problems, settings, sp, tuple(DEFAULT_SETTINGS))
+        for key in DEFAULT_SETTINGS:
+            _check_type(problems, settings, sp, key, NUMBER)
+    return problems
+
+
+JOB_FIELDS = ("schema_version", "kind", "run_id", "nonce", "device", "cooldown", "cases")
+
+
+def check_job(job):
+    """Problems of a job.json document (empty list when valid)."""
+    problems = []
+    if not isinstance(job, dict):
+        return ["job: expected an object"]
+    _unknown(problems, job, "", JOB_FIELDS)
+    version = _check_type(problems, job, "", "schema_version", int)
+    if version is not None and version != SCHEMA_VERSION:
+        _problem(problems, "schema_version", "agent speaks %d, job is %d" % (SCHEMA_VERSION, version))
+    kind = _check_type(problems, job, "", "kind", str)
+    if kind is not None and kind != JOB_KIND:
+        _problem(problems, "kind", "expected %r" % JOB_KIND)
+    for key in ("run_id", "nonce", "device"):
+        _check_type(problems, job, "", key, str)
+    cooldown = _check_type(problems, job, "", "cooldown", dict)
+    if cooldown is not None:
+        _check_enum(problems, cooldown, "cooldown.", "mode", COOLDOWN_MODES)
+        _check_type(problems, cooldown, "cooldown.", "seconds", NUMBER)
+        _check_type(problems, cooldown, "cooldown.", "delta_c", NUMBER, required=False)
+        _check_type(problems, cooldown, "cooldown.", "max_wait_s", NUMBER, required=False)
+    cases = _check_type(problems, job, "", "cases", list)
+    seen = set()
+    for i, case in enumerate(cases or []):
+        problems.extend(check_case(case, "cases[%d]." % i))
+        cid = case.get("case_id") if isinstance(case, dict) else None
+        if cid in seen:
+            _problem(problems, "cases[%d].case_id" % i, "duplicate case_id %r" % cid)
+        seen.add(cid)
+    return problems
+
+
+def _unknown(problems, doc, path, allowed):
+    for key in sorted(set(doc) - set(allowed)):
+        _problem(problems, path + key, "unknown field")
+
+
+RESULT_FIELDS = (
+    "schema_version", "kind", "run_id", "nonce", "case_id", "label", "device", "model", "runtime",
+    "settings", "status", "substatus", "reason", "hint", "timing", "validity", "memory",
+    "telemetry", "delegation", "environment", "cooldown", "agent_version", "started_at",
+    "finished_at",
+)
+TIMING_FIELDS = (
+    "load_s", "convert_s", "first_ms", "warmup_runs", "warmup_s", "runs", "measure_s", "truncated",
+    "latencies_ms", "summary", "conservative",
+)
+SUMMARY_FIELDS = ("n", "mean", "std", "cv", "min", "max", "throughput_ips") + tuple(
+    percentile_key(p) for p in PERCENTILES)
+
+
+def check_result(doc):
+    """Problems of one case result document (empty list when valid).
+
+    A result is untrusted input on the controller: types, enums, finite numbers and the shape
+    of timing are all checked here, the nonce against the job by the caller.
+    """
+    problems = []
+    if not isinstance(doc, dict):
+        return ["result: expected an object"]
+    _unknown(problems, doc, "", RESULT_FIELDS)
+    version = _check_type(problems, doc, "", "schema_version", int)
+    if version is not None and version != SCHEMA_VERSION:
+        _problem(problems, "schema_version", "expected %d, got %d" % (SCHEMA_VERSION, version))
+    kind = _check_type(problems, doc, "", "kind", str)
+    if kind is not None and kind != RESULT_KIND:
+        _problem(problems, "kind", "expected %r" % RESULT_KIND)
+    for key in ("run_id", "nonce", "case_id", "agent_version", "started_at", "finished_at"):
+        _check_type(problems, doc, "", key, str)
+    _check_type(problems, doc, "", "label", str, required=False)
+    for key in ("device", "model", "runtime", "settings", "memory", "telemetry", "delegation",
+                "environment", "cooldown"):
+        _check_type(problems, doc, "", key, dict)
+    status = _check_enum(problems, doc, "", "status", STATUSES)
+    substatus = _check_type(problems, doc, "", "substatus", str, allow_none=True)
+    reason = _check_type(problems, doc, "", "reason", str, allow_none=True)
+    _check_type(problems, doc, "", "hint", str, allow_none=True)
+    if status == "failed" and substatus not in FAILED_SUBSTATUSES:
+        _problem(problems, "substatus", "a failed result needs one of %s" % ", ".join(FAILED_SUBSTATUSES))
+    if status in ("failed", "skipped") and not reason:
+        _problem(problems, "reason", "a %s result must say why" % status)
+    timing = _check_type(problems, doc, "", "timing", dict, allow_none=True)
+    validity = _check_type(problems, doc, "", "validity", dict, allow_none=True)
+    if status == "ok":
+        if timing is None:
+            _problem(problems, "timing", "an ok result needs timing")
+        if validity is None:
+            _problem(problems, "validity", "an ok result needs validity")
+    if timing is not None:
+        problems.extend(_check_timing(timing))
+    if validity is not None:
+        _check_enum(problems, validity, "validity.", "status", VALIDITIES)
+        reasons = _check_type(problems, validity, "validity.", "reasons", list)
+        for i, r in enumerate(reasons or []):
+            if not isinstance(r, str):
+                _problem(problems, "validity.reasons[%d]" % i, "expected str")
+    return problems
+
+
+def _check_timing(timing):
+    problems = []
+    p = "timing."
+    _unknown(problems, timing, p, TIMING_FIELDS)
+    for key in ("load_s", "convert_s", "first_ms", "warmup_s", "measure_s"):
+        value = _check_type(problems, timing, p, key, NUMBER, allow_none=True)
+        if value is not None and value < 0:
+            _problem(problems, p + key, "must not be negative")
+    for key in ("warmup_runs", "runs"):
+        _check_type(problems, timing, p, key, int)
+    _check_type(problems, timing, p, "truncated", bool)
+    lat = _check_type(problems, timing, p, "latencies_ms", list)
+    if lat is not None:
+        for i, v in enumerate(lat):
+            if isinstance(v, bool) or not isinstance(v, NUMBER) or not math.isfinite(v) or v < 0:
+                _problem(problems, "%slatencies_ms[%d]" % (p, i), "expected a finite number >= 0")
+                break
+        runs = timing.get("runs")
+        if isinstance(runs, int) and runs != len(lat):
+            _problem(problems, p + "runs", "runs=%d but %d latencies" % (runs, len(lat)))
+    summary = _check_type(problems, timing, p, "summary", dict)
+    if summary is not None:
+        _unknown(problems, summary, p + "summary.", SUMMARY_FIELDS)
+        for key in SUMMARY_FIELDS:
+            _check_type(problems, summary, p + "summary.", key, NUMBER, allow_none=True)
+    cons = _check_type(problems, timing, p, "conservative", dict)
+    if cons is not None:
+        allowed = tuple(percentile_key(q) for q in CONSERVATIVE_MIN_SAMPLES)
+        _unknown(problems, cons, p + "conservative.", allowed)
+        for key in allowed:
+            _check_type(problems, cons, p + "conservative.", key, NUMBER, allow_none=True)
+    return problems

@@ -1,0 +1,49 @@
+"""Every error the controller reports to a user, mapped to an exit code by the CLI alone.
+
+    OrchestratorError            exit 1 unless a subclass says otherwise
+    ├── ConfigError              exit 2: bad inventory, suite or command line; carries problems
+    ├── HostKeyError             unknown or changed SSH host key (fingerprint + how to trust it)
+    ├── TransportError           connect/command/transfer failed on one device
+    │   └── CommandTimeout       a remote command ran past its timeout
+    ├── AgentBusy                another agent run holds the device's workdir lock
+    └── ModelBuildError          a built-in model or variant could not be built
+A bug is not an OrchestratorError: it keeps its traceback.
+"""
+
+
+class OrchestratorError(Exception):
+    exit_code = 1
+
+
+class ConfigError(OrchestratorError):
+    """Bad input. `problems` is a list of 'file: field.path: message' lines, all reported at once."""
+
+    exit_code = 2
+
+    def __init__(self, problems):
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        OrchestratorError.__init__(self, "\n".join(self.problems))
+
+
+class TransportError(OrchestratorError):
+    def __init__(self, device, message):
+        self.device = device
+        OrchestratorError.__init__(self, "%s: %s" % (device, message))
+
+
+class HostKeyError(TransportError):
+    pass
+
+
+class CommandTimeout(TransportError):
+    pass
+
+
+class AgentBusy(OrchestratorError):
+    pass
+
+
+class ModelBuildError(OrchestratorError):
+    pass
