@@ -240,11 +240,13 @@ def check_result(doc):
     if timing is not None:
         problems.extend(_check_timing(timing))
     if validity is not None:
+        _unknown(problems, validity, "validity.", ("status", "reasons", "notes"))
         _check_enum(problems, validity, "validity.", "status", VALIDITIES)
-        reasons = _check_type(problems, validity, "validity.", "reasons", list)
-        for i, r in enumerate(reasons or []):
-            if not isinstance(r, str):
-                _problem(problems, "validity.reasons[%d]" % i, "expected str")
+        for key in ("reasons", "notes"):
+            items = _check_type(problems, validity, "validity.", key, list, required=key == "reasons")
+            for i, r in enumerate(items or []):
+                if not isinstance(r, str):
+                    _problem(problems, "validity.%s[%d]" % (key, i), "expected str")
     return problems
 
 
