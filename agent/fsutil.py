@@ -1,0 +1,110 @@
+"""File helpers of the agent: durable atomic writes, JSON lines, safe reads, the workdir rule.
+
+Results must survive a power cut or a kill at any instant: a reader sees the old file or the
+whole new one, never half of one (temp file in the same folder, fsync, os.replace, fsync folder).
+"""
+
+import json
+import os
+import tempfile
+
+
+def _fsync_dir(folder):
+    # The rename is only durable once the folder entry is on disk; some filesystems and
+    # platforms (Windows) cannot open a folder, which is not worth failing a result for.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path, data, fsync=True):
+    """Write `data` to `path` so that readers see either the old or the complete new content.
+
+    fsync=False still renames atomically but skips the disk flush (heartbeats: a lost one is
+    harmless, and flushing every second wears SD cards).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if fsync:
+        _fsync_dir(folder)
+
+
+def dumps(doc):
+    """JSON text of `doc`; NaN/Infinity refused because the controller rejects them anyway."""
+    return json.dumps(doc, allow_nan=False, sort_keys=True)
+
+
+def atomic_write_json(path, doc, fsync=True):
+    """Atomically write `doc` as JSON (see atomic_write_bytes). Raises ValueError on NaN."""
+    atomic_write_bytes(path, (dumps(doc) + "\n").encode("utf-8"), fsync=fsync)
+
+
+def atomic_write_text(path, text, fsync=True):
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+def append_jsonl(path, doc, fsync=False):
+    """Append one JSON object as one line. A single write() of a short line in append mode is
+    not torn by a concurrent reader; readers must still ignore a last line without newline."""
+    line = (dumps(doc) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path, max_bytes=None):
+    """Parsed JSON of `path`. Raises OSError (missing/unreadable) or ValueError (bad JSON, too big)."""
+    with open(path, "rb") as f:
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError("%s: larger than %d bytes" % (path, max_bytes))
+    return json.loads(data.decode("utf-8"))
+
+
+def read_text(path, limit=65536):
+    """Stripped text of a small file (sysfs, procfs), or None for any OSError or decode error."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit)
+    except (OSError, IOError):
+        return None
+    try:
+        return data.decode("utf-8", "replace").strip()
+    except Exception:
+        return None
+
+
+def workdir_for_job(job_path):
+    """The device workdir of a job: WORKDIR for WORKDIR/runs/<id>/job.json, else the job's folder.
+
+    The lock and relative model paths hang off it, so the rule lives in one place.
+    """
+    folder = os.path.dirname(os.path.abspath(job_path))
+    runs = os.path.dirname(folder)
+    if os.path.basename(runs) == "runs":
+        return os.path.dirname(runs)
+    return folder

@@ -1,0 +1,201 @@
+"""The measurement harness: METHOD.md steps 2-6 around one Backend, with an injectable clock.
+
+Backends only execute; every clock read for a reported number happens here. The timed loop is
+the product: one clock read before and one after each invoke, nothing else but a store.
+"""
+
+import gc
+import itertools
+import math
+import os
+import time
+
+from agent import stats
+
+# Measurement runs in chunks so the loop can stop at max_duration_s without a clock check per
+# iteration; a chunk is sized to take about this long at the latency seen so far.
+CHUNK_TARGET_S = 0.05
+
+
+def default_clock():
+    """(clock, seconds per tick): integer nanoseconds where the interpreter has them (3.7+),
+    which keeps latencies exact and makes ns -> ms a correctly rounded division."""
+    clock_ns = getattr(time, "perf_counter_ns", None)
+    if clock_ns is not None:
+        return clock_ns, 1e-9
+    return time.perf_counter, 1.0
+
+
+def _timed_chunk(invoke, inputs, phase, count, clock, buf):
+    """Run `count` invokes, inputs rotated from `phase`; buf[i] = raw ticks of invoke i."""
+    seq = itertools.islice(itertools.cycle(inputs[phase:] + inputs[:phase]), count)
+    for i, x in enumerate(seq):
+        t0 = clock()
+        invoke(x)
+        buf[i] = clock() - t0
+
+
+def _chunk_size(done, need_runs, elapsed, need_ticks, max_ticks, chunk_ticks, tick_est):
+    """How many invokes the next chunk does: enough to reach both minimums exactly when the
+    latency is steady, never more than chunk_ticks worth (so max_duration_s is honoured)."""
+    tick_est = max(tick_est, 1e-12)
+    by_runs = need_runs - done
+    by_time = int(math.ceil((need_ticks - elapsed) / tick_est))
+    want = max(by_runs, by_time, 1)
+    cap = max(1, int(min(chunk_ticks, max_ticks - elapsed) / tick_est))
+    return min(want, cap)
+
+
+def _loop(invoke, inputs, clock, scale, min_runs, min_s, max_s, tick_est, keep):
+    """Invoke until >= min_runs and >= min_s elapsed, stopping once max_s is passed.
+
+    Returns (raw ticks per invoke or None, count, elapsed seconds, truncated).
+    """
+    need_ticks = min_s / scale
+    max_ticks = max_s / scale if max_s is not None else float("inf")
+    chunk_ticks = CHUNK_TARGET_S / scale
+    chunks = []
+    done = 0
+    truncated = False
+    start = clock()
+    elapsed = 0
+    while done < min_runs or elapsed < need_ticks:
+        if elapsed >= max_ticks:
+            truncated = True
+            break
+        n = _chunk_size(done, min_runs, elapsed, need_ticks, max_ticks, chunk_ticks, tick_est)
+        buf = [0] * n
+        _timed_chunk(invoke, inputs, done % len(inputs), n, clock, buf)
+        elapsed = clock() - start
+        done += n
+        # Estimate from the whole loop (overhead included) so chunks are sized in wall time.
+        tick_est = float(elapsed) / done
+        if keep:
+            chunks.append(buf)
+    raw = list(itertools.chain.from_iterable(chunks)) if keep else None
+    return raw, done, elapsed * scale, truncated
+
+
+def rss_kb():
+    """(current RSS, peak RSS) of this process in kB; None where the platform cannot say."""
+    cur = peak = None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    cur = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    peak = int(line.split()[1])
+    except (OSError, IOError, ValueError, IndexError):
+        pass
+    if peak is None:
+        try:
+            import resource
+            import sys
+            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = maxrss // 1024 if sys.platform == "darwin" else maxrss  # macOS reports bytes
+        except Exception:
+            pass
+    return cur, peak
+
+
+def apply_affinity(cores):
+    """Pin this process (and the threads a backend creates later) to `cores`.
+
+    Returns {"requested", "applied", "reason"}: applied is the set the kernel reports back, or
+    None with the reason when pinning is impossible here. Call before load(): threads inherit it.
+    """
+    record = {"requested": cores, "applied": None, "reason": None}
+    if cores is None:
+        record["reason"] = "not requested"
+        return record
+    setter = getattr(os, "sched_setaffinity", None)
+    if setter is None:
+        record["reason"] = "os.sched_setaffinity not available on this platform"
+        return record
+    try:
+        setter(0, [int(c) for c in cores])
+        record["applied"] = sorted(os.sched_getaffinity(0))
+    except (OSError, ValueError, TypeError) as exc:
+        record["reason"] = "sched_setaffinity(%r) failed: %s" % (cores, exc)
+    return record
+
+
+def run_measurement(backend, settings, clock=None, clock_scale=None):
+    """Load, time the first inference, warm up, measure, summarize (METHOD.md steps 2-6).
+
+    Args:
+      backend: an agent.backends.base.Backend, not yet loaded.
+      settings: the case settings (schema.DEFAULT_SETTINGS keys).
+      clock: a callable returning ticks; default perf_counter_ns (perf_counter before 3.7).
+      clock_scale: seconds per tick of `clock`; default 1.0 for a given clock (seconds).
+    Returns {"timing": schema timing dict, "memory": {...}}. Backend exceptions propagate.
+    """
+    if clock is None:
+        clock, scale = default_clock()
+    else:
+        scale = 1.0 if clock_scale is None else float(clock_scale)
+    memory = {}
+    memory["rss_before_load_kb"] = rss_kb()[0]
+
+    t0 = clock()
+    backend.load()
+    load_s = (clock() - t0) * scale
+    memory["rss_after_load_kb"] = rss_kb()[0]
+    convert_s = backend.convert_seconds()
+
+    # Inputs exist before any timed invoke: generating them must never count as latency.
+    inputs = list(backend.make_inputs(int(settings["input_seed"]), max(1, int(settings["input_pool"]))))
+    invoke = backend.invoke
+
+    t0 = clock()
+    invoke(inputs[0])
+    first_ticks = clock() - t0
+    first_ms = first_ticks * scale * 1000.0
+
+    # Garbage from load() collected now rather than as a pause inside the measured window.
+    gc.collect()
+    _, warm_n, warm_s, _ = _loop(invoke, inputs, clock, scale, int(settings["warmup_runs"]),
+                                 float(settings["warmup_min_s"]), None, max(first_ticks, 1), False)
+    gc.collect()
+    est = (warm_s / scale / warm_n) if warm_n else max(first_ticks, 1)
+    raw, n, measure_s, truncated = _loop(
+        invoke, inputs, clock, scale, int(settings["runs"]), float(settings["min_duration_s"]),
+        float(settings["max_duration_s"]), est, True)
+
+    # Integer ns / 1e6 is the correctly rounded ms value: JSON gets short exact decimals.
+    latencies = [t / 1e6 for t in raw] if scale == 1e-9 else [t * scale * 1000.0 for t in raw]
+    del raw
+    summary, cons = stats.describe(latencies)
+    cur, peak = rss_kb()
+    memory["rss_after_run_kb"] = cur
+    memory["peak_rss_kb"] = peak
+    timing = {
+        "load_s": load_s, "convert_s": convert_s, "first_ms": first_ms,
+        "warmup_runs": warm_n, "warmup_s": warm_s, "runs": n, "measure_s": measure_s,
+        "truncated": truncated, "latencies_ms": latencies, "summary": summary, "conservative": cons,
+    }
+    return {"timing": timing, "memory": memory}
+
+
+def validity(timing, settings, extra_reasons=()):
+    """VALID or INVALID with reasons (METHOD.md step 7), plus notes that do not invalidate.
+
+    A conservative percentile without enough samples is a note: it is reported as null, so
+    nothing misleading is claimed; too few runs overall, CV over cv_max or truncation invalidate.
+    """
+    reasons = list(extra_reasons)
+    summary = timing.get("summary") or {}
+    n = timing.get("runs") or 0
+    if n < int(settings["runs"]):
+        reasons.append("only %d runs measured, %d required" % (n, int(settings["runs"])))
+    cv = summary.get("cv")
+    if cv is not None and cv > float(settings["cv_max"]):
+        reasons.append("coefficient of variation %.2f%% above cv_max %.2f%%"
+                       % (cv * 100.0, float(settings["cv_max"]) * 100.0))
+    if timing.get("truncated"):
+        reasons.append("measurement truncated at max_duration_s=%g s before reaching its minimums"
+                       % float(settings["max_duration_s"]))
+    notes = ["conservative %s not established with %d samples" % (key, n)
+             for key in stats.not_established(n)]
+    return {"status": "INVALID" if reasons else "VALID", "reasons": reasons, "notes": notes}

@@ -1,0 +1,265 @@
+"""The supervisor (`agent run JOB --out DIR`): lock, status, heartbeat, events, one worker per case.
+
+It never loads a framework itself, so it outlives any worker that crashes or hangs and writes
+that case's failed result. Progress is only ever files in DIR (see docs/PROTOCOL.md).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import agent
+from agent import fsutil, schema, worker
+
+HEARTBEAT_S = 1.0
+THERMAL_POLL_S = 2.0
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum):
+        Exception.__init__(self, signum)
+        self.signum = signum
+
+
+def _signal_name(signum):
+    try:
+        return signal.Signals(signum).name
+    except (ValueError, AttributeError):
+        return "signal %d" % signum
+
+
+def _event(out_dir, name, **fields):
+    fields.update(t=time.time(), event=name)
+    fsutil.append_jsonl(os.path.join(out_dir, "events.jsonl"), fields)
+
+
+def _status(out_dir, state, exit_code=None, sig=None, error=None):
+    fsutil.atomic_write_json(os.path.join(out_dir, "status.json"), {
+        "state": state, "pid": os.getpid(), "exit_code": exit_code, "signal": sig, "error": error})
+
+
+def acquire_lock(workdir):
+    """(fd, None) holding an exclusive flock on <workdir>/agent.lock, or (None, holder pid text).
+
+    flock dies with its process, so a crashed agent never leaves a stale lock behind.
+    """
+    import fcntl
+    path = os.path.join(workdir, "agent.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (OSError, IOError):
+        holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        return None, holder
+    os.ftruncate(fd, 0)
+    os.write(fd, ("%d\n" % os.getpid()).encode("ascii"))
+    return fd, None
+
+
+class Heartbeat(threading.Thread):
+    """Rewrites DIR/heartbeat with epoch seconds every HEARTBEAT_S: the controller's proof of life."""
+
+    def __init__(self, out_dir):
+        threading.Thread.__init__(self, name="heartbeat")
+        self.daemon = True
+        self.path = os.path.join(out_dir, "heartbeat")
+        self.stopped = threading.Event()
+
+    def beat(self):
+        try:
+            fsutil.atomic_write_text(self.path, "%.3f\n" % time.time(), fsync=False)
+        except OSError as exc:
+            sys.stderr.write("agent: heartbeat write failed: %s\n" % exc)
+
+    def run(self):
+        while not self.stopped.is_set():
+            self.beat()
+            self.stopped.wait(HEARTBEAT_S)
+
+
+def worker_argv(job_path, case_id, out_dir):
+    """(argv, extra env) that run this same agent as a case worker, from the zipapp or a tree."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(agent.__file__)))
+    tail = ["case", job_path, case_id, "--out", out_dir]
+    if os.path.isfile(root):  # agent/ lives inside agent.pyz
+        return [sys.executable, root] + tail, {}
+    path = os.environ.get("PYTHONPATH")
+    return [sys.executable, "-m", "agent"] + tail, {
+        "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
+def _existing_result(path, nonce):
+    """The valid result at `path` written for this job's nonce, else None (missing, stale, bad)."""
+    try:
+        doc = fsutil.read_json(path, max_bytes=schema.MAX_RESULT_BYTES)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("nonce") != nonce or schema.check_result(doc):
+        return None
+    return doc
+
+
+def thermal_wait(cfg, baseline, root="/", sleep=time.sleep, clock=time.monotonic):
+    """Cool-down per job.cooldown: none, fixed (sleep), thermal (every zone within delta_c of the
+    run-start baseline, polled, at most max_wait_s; no zones -> fixed seconds). Returns a record."""
+    mode = cfg.get("mode", "none")
+    seconds = float(cfg.get("seconds", 0.0))
+    record = {"mode": mode, "waited_s": 0.0, "baseline_c": baseline, "temps_c": None}
+    start = clock()
+    if mode == "thermal" and baseline:
+        delta = float(cfg.get("delta_c", 3.0))
+        deadline = start + float(cfg.get("max_wait_s", 300.0))
+        while True:
+            temps = worker.thermal_temps(root)
+            hot = [z for z, t in temps.items() if z in baseline and t > baseline[z] + delta]
+            if not hot or clock() >= deadline:
+                record.update(temps_c=temps, settled=not hot)
+                break
+            sleep(min(THERMAL_POLL_S, max(0.0, deadline - clock())))
+    elif mode in ("fixed", "thermal"):
+        if mode == "thermal":
+            record["fallback"] = "no thermal zones: fixed %g s" % seconds
+        sleep(seconds)
+        record["temps_c"] = worker.thermal_temps(root)
+    record["waited_s"] = round(clock() - start, 3)
+    return record
+
+
+def _supervisor_result(job, case, out_dir, substatus, reason):
+    doc = worker.base_result(job, case, "failed", substatus, reason)
+    return worker.write_result(out_dir, doc)
+
+
+class Runner(object):
+    """One `agent run`: holds the job, the out folder and the live worker (to kill on a signal)."""
+
+    def __init__(self, job_path, job, out_dir):
+        self.job_path, self.job, self.out_dir = job_path, job, out_dir
+        self.proc = None
+
+    def run_worker(self, case, cooldown):
+        """Run one case in a child process; return its result document (written either way)."""
+        case_id = case["case_id"]
+        path = os.path.join(self.out_dir, case_id + ".json")
+        if os.path.exists(path):
+            os.unlink(path)  # a stale file (other nonce) must never pass for this run's result
+        argv, env_extra = worker_argv(self.job_path, case_id, self.out_dir)
+        env = dict(os.environ, **env_extra)
+        env[worker.COOLDOWN_ENV] = json.dumps(cooldown)
+        timeout = float(case["settings"]["case_timeout_s"])
+        # Own session: a timeout kills the worker's whole process group (framework helpers too).
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_worker()
+            return _supervisor_result(self.job, case, self.out_dir, "timeout",
+                                      "case ran past case_timeout_s=%g s; worker killed" % timeout)
+        except BaseException:  # SIGTERM/SIGINT reach us here: the worker must not outlive us
+            self.kill_worker()
+            raise
+        finally:
+            self.proc = None
+        doc = _existing_result(path, self.job["nonce"])
+        if doc is not None:
+            return doc
+        if rc < 0:
+            return _supervisor_result(self.job, case, self.out_dir, "crashed",
+                                      "worker killed by %s" % _signal_name(-rc))
+        return _supervisor_result(self.job, case, self.out_dir, "error",
+                                  "worker exited with code %d without a result (see agent.log)" % rc)
+
+    def kill_worker(self):
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            proc.kill()
+        proc.wait()
+
+    def run_cases(self):
+        cases, cfg, out = self.job["cases"], self.job["cooldown"], self.out_dir
+        baseline = worker.thermal_temps() if cfg.get("mode") == "thermal" else {}
+        ran_before = False
+        for index, case in enumerate(cases):
+            info = {"case_id": case["case_id"], "index": index, "total": len(cases)}
+            done = _existing_result(os.path.join(out, case["case_id"] + ".json"), self.job["nonce"])
+            if done is not None:  # resume: this run already measured it
+                _event(out, "case_end", status=done["status"], p50_ms=_p50(done), resumed=True, **info)
+                continue
+            cooldown = {"mode": cfg.get("mode"), "waited_s": 0.0, "first": True}
+            if ran_before and cfg.get("mode") != "none":
+                cooldown = thermal_wait(cfg, baseline)
+                _event(out, "cooldown", case_id=case["case_id"], waited_s=cooldown["waited_s"])
+            _event(out, "case_start", **info)
+            doc = self.run_worker(case, cooldown)
+            ran_before = True
+            _event(out, "case_end", status=doc["status"], p50_ms=_p50(doc), **info)
+
+
+def _p50(doc):
+    return ((doc.get("timing") or {}).get("summary") or {}).get("p50")
+
+
+def load_job(job_path):
+    """(job, problems): problems are 'JOB: field: message' lines, empty when the job is usable."""
+    try:
+        job = fsutil.read_json(job_path)
+    except (OSError, ValueError) as exc:
+        return None, ["%s: cannot read job: %s" % (job_path, exc)]
+    return job, ["%s: %s" % (job_path, p) for p in schema.check_job(job)]
+
+
+def _on_signal(signum, frame):
+    raise _Interrupted(signum)
+
+
+def run_job(job_path, out_dir):
+    """Run every case of job_path, writing into out_dir. Returns a schema.EXIT_* code."""
+    job, problems = load_job(job_path)
+    if problems:
+        sys.stderr.write("\n".join(problems) + "\n")
+        return schema.EXIT_USAGE
+    workdir = fsutil.workdir_for_job(job_path)
+    lock_fd, holder = acquire_lock(workdir)
+    if lock_fd is None:
+        sys.stderr.write("agent: %s is busy: agent.lock held by pid %s\n" % (workdir, holder))
+        return schema.EXIT_BUSY
+    if not os.path.isdir(out_dir):
+        os.makedirs(out_dir)
+    runner = Runner(os.path.abspath(job_path), job, os.path.abspath(out_dir))
+    beat = Heartbeat(out_dir)
+    old = [signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)]
+    code, sig, error, completed = schema.EXIT_OK, None, None, False
+    try:
+        _status(out_dir, "running")
+        beat.beat()
+        beat.start()
+        _event(out_dir, "run_start", run_id=job["run_id"], pid=os.getpid(), total=len(job["cases"]))
+        runner.run_cases()
+        completed = True
+    except _Interrupted as exc:
+        runner.kill_worker()
+        code, sig = schema.EXIT_INTERRUPTED, _signal_name(exc.signum)
+    except Exception as exc:
+        import traceback
+        traceback.print_exc()
+        runner.kill_worker()
+        code, error = schema.EXIT_INTERNAL, "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        for s, handler in zip((signal.SIGTERM, signal.SIGINT), old):
+            signal.signal(s, handler)
+        beat.stopped.set()
+        _status(out_dir, "done", code, sig, error)
+        if completed:  # last of the data files: every case has its result
+            open(os.path.join(out_dir, "done"), "w").close()
+        _event(out_dir, "run_end", exit_code=code, signal=sig)
+        os.close(lock_fd)
+    return code

@@ -1,0 +1,211 @@
+"""One case in this process (`agent case JOB CASE_ID --out DIR`): readiness, backend, harness, result.
+
+The supervisor (runner.py) starts one worker per case, so a framework that crashes or hangs
+takes only its own case down. Every path out of run_case writes a result that passes
+schema.check_result, or exits without one (the supervisor then writes failed/error).
+"""
+
+import glob
+import json
+import os
+import platform
+import shutil
+import socket
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+
+from agent import AGENT_VERSION, fsutil, harness, schema
+from agent.backends import get_backend_class
+from agent.backends.base import BackendUnavailable, BadModel
+
+COOLDOWN_ENV = "BENCHFLEET_COOLDOWN"  # JSON the supervisor passes: the wait before this case
+
+
+def utc_now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def device_facts(job):
+    return {"name": job.get("device"), "hostname": socket.gethostname(),
+            "platform": platform.platform(), "machine": platform.machine(),
+            "python": platform.python_version(), "cpu_count": os.cpu_count()}
+
+
+def thermal_temps(root="/"):
+    """{zone name: degrees C} of every readable thermal zone; {} where there are none."""
+    temps = {}
+    for path in sorted(glob.glob(os.path.join(root, "sys/class/thermal/thermal_zone*/temp"))):
+        text = fsutil.read_text(path)
+        try:
+            temps[os.path.basename(os.path.dirname(path))] = int(text) / 1000.0
+        except (TypeError, ValueError):
+            continue
+    return temps
+
+
+def readiness(root="/"):
+    """METHOD.md step 1: what could distort the numbers, recorded (warnings, never refusals)."""
+    cpu = os.path.join(root, "sys/devices/system/cpu")
+    load = fsutil.read_text(os.path.join(root, "proc/loadavg"))
+    return {
+        "governor": fsutil.read_text(os.path.join(cpu, "cpu0/cpufreq/scaling_governor")),
+        "isolcpus": fsutil.read_text(os.path.join(cpu, "isolated")),
+        "loadavg": load.split()[:3] if load else None,
+        "temps_c": thermal_temps(root),
+    }
+
+
+def base_result(job, case, status, substatus=None, reason=None, hint=None):
+    """A result document with every schema.RESULT_FIELDS key; callers fill timing and the rest."""
+    now = utc_now()
+    return {
+        "schema_version": schema.SCHEMA_VERSION, "kind": schema.RESULT_KIND,
+        "run_id": job.get("run_id"), "nonce": job.get("nonce"), "case_id": case.get("case_id"),
+        "label": case.get("label") or case.get("case_id"), "device": device_facts(job),
+        "model": dict(case.get("model") or {}), "runtime": dict(case.get("runtime") or {}),
+        "settings": dict(case.get("settings") or {}), "status": status, "substatus": substatus,
+        "reason": reason, "hint": hint, "timing": None, "validity": None, "memory": {},
+        "telemetry": {}, "delegation": {}, "environment": {}, "cooldown": {},
+        "agent_version": AGENT_VERSION, "started_at": now, "finished_at": now,
+    }
+
+
+def write_result(out_dir, doc):
+    """Check then write <out>/<case_id>.json atomically. A document failing the schema is an agent
+    bug: it is replaced by failed/invalid_result naming the problems, so the row is never lost."""
+    problems = schema.check_result(doc)
+    if problems:
+        sys.stderr.write("agent: BUG: invalid result for %s: %s\n" % (doc.get("case_id"), problems))
+        bad = dict(doc, status="failed", substatus="invalid_result", timing=None, validity=None,
+                   reason="agent produced an invalid result: " + "; ".join(problems[:5]), hint=None)
+        doc = bad
+    path = os.path.join(out_dir, "%s.json" % doc["case_id"])
+    try:
+        fsutil.atomic_write_json(path, doc)
+    except ValueError as exc:  # NaN/inf slipped in: same treatment as a schema problem
+        doc = dict(doc, status="failed", substatus="invalid_result", timing=None, validity=None,
+                   reason="agent produced an invalid result: %s" % exc, hint=None)
+        fsutil.atomic_write_json(path, doc)
+    return doc
+
+
+def _safe_members(tar, dest):
+    # A blob is untrusted: refuse absolute paths, '..' and links, which could write outside dest.
+    base = os.path.realpath(dest)
+    for member in tar.getmembers():
+        target = os.path.realpath(os.path.join(dest, member.name))
+        inside = target == base or target.startswith(base + os.sep)
+        if not (member.isfile() or member.isdir()) or not inside:
+            raise BadModel("savedmodel tar has an unsafe member: %r" % member.name)
+        yield member
+
+
+def unpack_savedmodel(path):
+    """Folder of a SavedModel tar blob: unpacked once to '<path>.d' (temp folder + rename, so a
+    half-unpacked folder is never used). A tar holding one top folder resolves into it."""
+    dest = path + ".d"
+    if not os.path.isdir(dest):
+        tmp = tempfile.mkdtemp(prefix=os.path.basename(dest) + ".", dir=os.path.dirname(dest))
+        try:
+            with tarfile.open(path, "r:") as tar:
+                members = list(_safe_members(tar, tmp))
+                if hasattr(tarfile, "data_filter"):  # 3.12+: also drop modes/owners from the tar
+                    tar.extractall(tmp, members=members, filter="data")
+                else:
+                    tar.extractall(tmp, members=members)
+            os.rename(tmp, dest)
+        except (tarfile.TarError, OSError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not os.path.isdir(dest):  # another worker may have won the rename race
+                raise BadModel("cannot unpack savedmodel blob %s: %s" % (path, exc))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    if os.path.exists(os.path.join(dest, "saved_model.pb")):
+        return dest
+    entries = os.listdir(dest)
+    if len(entries) == 1 and os.path.isdir(os.path.join(dest, entries[0])):
+        return os.path.join(dest, entries[0])
+    return dest
+
+
+def resolve_model_path(job_path, case):
+    """Local path of the case's model (relative paths from the workdir), or None (synthetic)."""
+    model = case.get("model") or {}
+    rel = model.get("path")
+    if not rel:
+        return None
+    path = rel if os.path.isabs(rel) else os.path.join(fsutil.workdir_for_job(job_path), rel)
+    if not os.path.exists(path):
+        raise BadModel("model file not found: %s" % path)
+    if model.get("format") == "savedmodel" and os.path.isfile(path):
+        return unpack_savedmodel(path)
+    return path
+
+
+def _measure(job_path, case, doc):
+    """Fill `doc` for an ok case: affinity, backend, harness, validity. Exceptions propagate."""
+    runtime = case.get("runtime") or {}
+    env = doc["environment"]
+    env["affinity"] = harness.apply_affinity(runtime.get("affinity"))
+    env["readiness"] = readiness()
+    cls = get_backend_class(runtime.get("backend"))
+    backend = cls(case, resolve_model_path(job_path, case))
+    try:
+        measured = harness.run_measurement(backend, case["settings"])
+        facts = backend.describe() or {}
+    finally:
+        backend.close()
+    env["readiness_after"] = readiness()
+    for key in ("version", "delegate", "provider"):
+        doc["runtime"][key] = facts.get(key)
+    doc["delegation"] = facts.get("delegation") or {}
+    doc["timing"] = measured["timing"]
+    doc["memory"] = measured["memory"]
+    extra = []
+    if env["affinity"]["requested"] is not None and env["affinity"]["applied"] is None:
+        extra.append("affinity not applied: %s" % env["affinity"]["reason"])
+    doc["validity"] = harness.validity(doc["timing"], case["settings"], extra)
+
+
+def _cooldown_record():
+    text = os.environ.get(COOLDOWN_ENV)
+    try:
+        record = json.loads(text) if text else {}
+    except ValueError:
+        record = {"error": "bad %s value" % COOLDOWN_ENV}
+    return record if isinstance(record, dict) else {}
+
+
+def run_case(job_path, case_id, out_dir):
+    """Run one case and write its result. Returns schema.WORKER_OK or WORKER_RESULT_WRITTEN_FAILED.
+
+    Raises ValueError for a job or case id that cannot be found (a usage error).
+    """
+    # Frameworks print to fd 1 from C code (TF's logging, TFLite's delegate banners); pointing
+    # fd 1 at stderr for the whole case means no byte of theirs can reach a data channel.
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    job = fsutil.read_json(job_path)
+    case = next((c for c in job.get("cases", []) if c.get("case_id") == case_id), None)
+    if case is None:
+        raise ValueError("%s: no case with case_id %r" % (job_path, case_id))
+    doc = base_result(job, case, "ok")
+    doc["cooldown"] = _cooldown_record()
+    try:
+        _measure(job_path, case, doc)
+    except BackendUnavailable as exc:
+        doc.update(status="skipped", reason=exc.reason, hint=exc.hint, timing=None, validity=None)
+    except BadModel as exc:
+        doc.update(status="failed", substatus="bad_model", reason=str(exc) or "bad model",
+                   timing=None, validity=None)
+    except Exception as exc:
+        traceback.print_exc()
+        doc.update(status="failed", substatus="error", timing=None, validity=None,
+                   reason="%s: %s" % (type(exc).__name__, exc))
+    doc["finished_at"] = utc_now()
+    doc = write_result(out_dir, doc)
+    return schema.WORKER_RESULT_WRITTEN_FAILED if doc["status"] == "failed" else schema.WORKER_OK

@@ -1,0 +1,174 @@
+"""agent.harness run EXACTLY on a fake clock: counts, durations, first_ms, inputs, truncation."""
+
+import os
+
+import pytest
+
+from agent import harness, schema
+
+MS = 1000000  # fake clock ticks are integer nanoseconds
+
+
+class FakeClock(object):
+    def __init__(self):
+        self.now = 0
+        self.reads = 0
+
+    def __call__(self):
+        self.reads += 1
+        return self.now
+
+
+class FakeBackend(object):
+    """Advances the fake clock by a latency per invoke and logs every call."""
+
+    def __init__(self, clock, latency_ns=1 * MS, first_ns=None, load_ns=0, inputs_ns=0):
+        self.clock, self.latency_ns, self.first_ns = clock, latency_ns, first_ns
+        self.load_ns, self.inputs_ns = load_ns, inputs_ns
+        self.log, self.seen = [], []
+
+    def load(self):
+        self.log.append("load")
+        self.clock.now += self.load_ns
+
+    def convert_seconds(self):
+        return None
+
+    def make_inputs(self, seed, count):
+        self.log.append("make_inputs")
+        self.clock.now += self.inputs_ns  # preparing inputs is slow, and must not be timed
+        return ["x%d" % i for i in range(count)]
+
+    def invoke(self, x):
+        if not self.seen:
+            self.log.append("first_invoke")
+        lat = self.first_ns if (self.first_ns is not None and not self.seen) else self.latency_ns
+        self.clock.now += lat(len(self.seen)) if callable(lat) else lat
+        self.seen.append(x)
+
+
+def settings(**kw):
+    s = dict(schema.DEFAULT_SETTINGS)
+    s.update(warmup_runs=50, warmup_min_s=0.0, runs=100, min_duration_s=0.0, max_duration_s=60.0)
+    s.update(kw)
+    return s
+
+
+def run(backend, clock, **kw):
+    return harness.run_measurement(backend, settings(**kw), clock=clock, clock_scale=1e-9)
+
+
+def test_exact_counts_when_run_counts_dominate():
+    clock = FakeClock()
+    b = FakeBackend(clock, latency_ns=1 * MS, first_ns=7 * MS, load_ns=3 * MS)
+    t = run(b, clock)["timing"]
+    assert t["warmup_runs"] == 50 and t["runs"] == 100 and len(t["latencies_ms"]) == 100
+    assert t["first_ms"] == 7.0 and t["load_s"] == pytest.approx(0.003)
+    assert t["warmup_s"] == pytest.approx(0.050) and t["measure_s"] == pytest.approx(0.100)
+    assert t["latencies_ms"] == [1.0] * 100  # first inference is not among the latencies
+    assert len(b.seen) == 1 + 50 + 100
+    assert t["truncated"] is False
+    assert set(t) == set(schema.TIMING_FIELDS)
+
+
+def test_min_duration_extends_measurement_exactly():
+    clock = FakeClock()
+    t = run(FakeBackend(clock, latency_ns=2 * MS), clock, runs=100, min_duration_s=1.0)["timing"]
+    assert t["runs"] == 500 and t["measure_s"] == pytest.approx(1.0)
+    assert t["truncated"] is False
+
+
+def test_warmup_min_seconds_extends_warmup_exactly():
+    clock = FakeClock()
+    t = run(FakeBackend(clock, latency_ns=1 * MS), clock, warmup_runs=10, warmup_min_s=0.5)["timing"]
+    assert t["warmup_runs"] == 500 and t["warmup_s"] == pytest.approx(0.5)
+    assert t["runs"] == 100
+
+
+def test_max_duration_truncates_and_invalidates():
+    clock = FakeClock()
+    t = run(FakeBackend(clock, latency_ns=2 * MS), clock, runs=1000, max_duration_s=1.0)["timing"]
+    assert t["truncated"] is True and t["runs"] == 500
+    v = harness.validity(t, settings(runs=1000, max_duration_s=1.0))
+    assert v["status"] == "INVALID"
+    assert any("truncated" in r for r in v["reasons"]) and any("500 runs" in r for r in v["reasons"])
+
+
+def test_latencies_are_raw_and_in_order():
+    clock = FakeClock()
+    pattern = [1 * MS, 2 * MS, 3 * MS + 5]
+    b = FakeBackend(clock, latency_ns=lambda i: pattern[i % 3])
+    t = run(b, clock, warmup_runs=2, runs=9)["timing"]
+    # invokes 0 (first) and 1-2 (warm-up) come before the measured ones, which start at index 3
+    assert t["latencies_ms"] == [1.0, 2.0, 3.000005] * 3
+    assert t["summary"]["max"] == 3.000005 and t["summary"]["n"] == 9
+
+
+def test_inputs_prepared_before_timing_and_rotated():
+    clock = FakeClock()
+    b = FakeBackend(clock, latency_ns=1 * MS, inputs_ns=1000 * MS)
+    t = run(b, clock, input_pool=3, warmup_runs=4, runs=12)["timing"]
+    assert b.log[:3] == ["load", "make_inputs", "first_invoke"]
+    assert t["first_ms"] == 1.0 and t["load_s"] == 0.0  # the 1 s of input making is in neither
+    measured = b.seen[-12:]
+    assert sorted(set(measured)) == ["x0", "x1", "x2"]
+    assert all(a != b_ for a, b_ in zip(measured, measured[1:]))  # consecutive inputs differ
+    assert [measured.count(x) for x in ("x0", "x1", "x2")] == [4, 4, 4]
+
+
+def test_timed_loop_reads_the_clock_once_before_and_once_after_each_invoke():
+    clock = FakeClock()
+    b = FakeBackend(clock, latency_ns=1 * MS)
+    run(b, clock, warmup_runs=10, runs=100)
+    invokes = len(b.seen)
+    # 2 per invoke, plus a few per phase and per chunk for the stop checks (load, first, ...)
+    assert 2 * invokes <= clock.reads <= 2 * invokes + 20
+
+
+def test_float_seconds_clock_is_the_default_unit():
+    clock = FakeClock()
+    clock.now = 0.0
+    b = FakeBackend(clock, latency_ns=2.0 ** -10)  # binary-exact seconds on a float clock
+    t = harness.run_measurement(b, settings(warmup_runs=3, runs=20), clock=clock)["timing"]
+    assert t["runs"] == 20 and t["latencies_ms"] == [1000.0 * 2.0 ** -10] * 20
+
+
+def test_validity_flags_cv_and_notes_unestablished_percentiles():
+    clock = FakeClock()
+    b = FakeBackend(clock, latency_ns=lambda i: (1 if i % 2 else 3) * MS)
+    t = run(b, clock, runs=200)["timing"]
+    v = harness.validity(t, settings(runs=200, cv_max=0.025), ["throttled"])
+    assert v["status"] == "INVALID"
+    assert v["reasons"][0] == "throttled" and "coefficient of variation" in v["reasons"][1]
+    assert v["notes"] == ["conservative p99 not established with 200 samples",
+                          "conservative p99_9 not established with 200 samples"]
+    clock = FakeClock()
+    steady = run(FakeBackend(clock, 1 * MS), clock, runs=100)["timing"]
+    assert harness.validity(steady, settings(runs=100)) == {
+        "status": "VALID", "reasons": [],
+        "notes": ["conservative p95 not established with 100 samples",
+                  "conservative p99 not established with 100 samples",
+                  "conservative p99_9 not established with 100 samples"]}
+
+
+def test_memory_fields_are_recorded():
+    clock = FakeClock()
+    mem = run(FakeBackend(clock), clock)["memory"]
+    assert set(mem) == {"rss_before_load_kb", "rss_after_load_kb", "rss_after_run_kb", "peak_rss_kb"}
+    if os.path.exists("/proc/self/status"):
+        assert all(isinstance(v, int) and v > 0 for v in mem.values())
+        assert mem["peak_rss_kb"] >= mem["rss_after_run_kb"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no sched_setaffinity here")
+def test_affinity_applied_or_reason_recorded():
+    before = os.sched_getaffinity(0)
+    try:
+        core = min(before)
+        rec = harness.apply_affinity([core])
+        assert rec["applied"] == [core] and rec["reason"] is None
+        bad = harness.apply_affinity([100000])
+        assert bad["applied"] is None and "sched_setaffinity" in bad["reason"]
+        assert harness.apply_affinity(None)["reason"] == "not requested"
+    finally:
+        os.sched_setaffinity(0, before)
