@@ -28,6 +28,8 @@ def _interpreters():
 
 
 INTERPRETERS = _interpreters()
+if not INTERPRETERS and os.environ.get("BENCHFLEET_REQUIRE_PYENV"):
+    raise RuntimeError("BENCHFLEET_REQUIRE_PYENV is set but no pyenv interpreter >= 3.6 was found")
 needs_pyenv = pytest.mark.skipif(not INTERPRETERS, reason="pyenv not found: no interpreters to test")
 
 
