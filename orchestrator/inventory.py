@@ -1,0 +1,213 @@
+"""The device inventory: inventory/*.yaml files -> one Inventory of named Devices.
+
+Each file holds a top-level `devices:` mapping of name -> fields, so adding a device is adding a file.
+Every problem in every file is collected and raised at once as one ConfigError.
+"""
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError
+from pydantic import model_validator
+
+from orchestrator.errors import ConfigError
+from orchestrator.yamlio import format_validation_error, load_yaml
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+ENV_KEY_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
+ACCELERATORS = ("cpu", "gpu-nvidia", "edgetpu", "jetson", "npu")
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+EnvKey = Annotated[str, StringConstraints(pattern=ENV_KEY_PATTERN)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Device(BaseModel):
+    """One device as declared in an inventory file. `name` is the mapping key."""
+
+    # strict: a quoted "22" is not a port and `yes` is not a boolean; allow_inf_nan: no .inf timeouts
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    name: Name
+    description: str = ""
+    transport: Literal["ssh", "local"] = "ssh"
+    host: Optional[str] = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: Optional[str] = None
+    identity_file: Optional[str] = None
+    ssh_alias: Optional[str] = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    python: str = "python3"
+    workdir: str = "~/.benchfleet"
+    tags: list[Name] = []
+    accelerators: list[Literal[ACCELERATORS]] = []
+    env: dict[EnvKey, str] = {}
+    sensors: dict[str, Any] = {}
+    connect_timeout_s: PositiveSeconds = 10.0
+    command_timeout_s: PositiveSeconds = 60.0
+
+    _source: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _ssh_needs_a_target(self):
+        if self.transport == "ssh" and not self.host and not self.ssh_alias:
+            raise ValueError("transport ssh needs host (or ssh_alias, an ssh_config Host)")
+        return self
+
+    @property
+    def source(self):
+        """The inventory file this device came from ('' when built in code)."""
+        return self._source
+
+    @property
+    def identity_path(self):
+        """identity_file with ~ expanded, or None. Expanded at use so files stay portable."""
+        return os.path.expanduser(self.identity_file) if self.identity_file else None
+
+    @property
+    def known_hosts_path(self):
+        return os.path.expanduser(self.known_hosts)
+
+
+class Inventory:
+    """Devices by name, in file order (files sorted by name within a folder)."""
+
+    def __init__(self, devices):
+        self.devices = dict(devices)
+
+    def __iter__(self):
+        return iter(self.devices.values())
+
+    def __len__(self):
+        return len(self.devices)
+
+    def __contains__(self, name):
+        return name in self.devices
+
+    def __getitem__(self, name):
+        return self.devices[name]
+
+    def names(self):
+        return list(self.devices)
+
+    def tags(self):
+        return sorted({tag for d in self for tag in d.tags})
+
+    def select(self, spec=None, where="devices"):
+        """Devices named by `spec`: names and/or "tag:X"; None or [] means every device.
+
+        Returns devices in spec order, each once. Raises ConfigError naming every unknown
+        name (with the known names) and every tag no device carries; `where` starts each line.
+        """
+        if not spec:
+            return list(self)
+        chosen, problems = {}, []
+        for i, item in enumerate(spec):
+            matched, problem = self._match(item)
+            if problem:
+                problems.append("%s[%d]: %s" % (where, i, problem))
+            for device in matched:
+                chosen.setdefault(device.name, device)
+        if problems:
+            raise ConfigError(problems)
+        return list(chosen.values())
+
+    def _match(self, item):
+        """(devices, problem) for one selector."""
+        if item.startswith("tag:"):
+            tag = item[4:]
+            found = [d for d in self if tag in d.tags]
+            if not found:
+                return [], "no device has tag %r; tags: %s" % (tag, ", ".join(self.tags()) or "none")
+            return found, None
+        if item not in self.devices:
+            return [], "unknown device %r; known: %s" % (item, ", ".join(self.names()) or "none")
+        return [self.devices[item]], None
+
+
+def load_inventory(paths):
+    """Load every device from files and folders (a folder: its *.yaml and *.yml, sorted).
+
+    Raises:
+        ConfigError: every problem of every file at once (missing file, empty folder, YAML syntax,
+        bad or unknown field, a device name used twice, naming both files).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    problems, files = [], []
+    for path in paths:
+        found, problem = _expand(Path(path))
+        files.extend(found)
+        if problem:
+            problems.append(problem)
+    devices = {}
+    for file in files:
+        for device in _load_file(file, problems):
+            other = devices.get(device.name)
+            if other is not None:
+                problems.append("%s: devices.%s: duplicate device name, also defined in %s"
+                                % (file, device.name, other.source))
+                continue
+            devices[device.name] = device
+    if problems:
+        raise ConfigError(problems)
+    return Inventory(devices)
+
+
+def _expand(path):
+    """([files], problem) for one command-line path."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            return [], "%s: no *.yaml or *.yml files in this folder" % path
+        return files, None
+    if not path.exists():
+        return [], "%s: file not found" % path
+    return [path], None
+
+
+def _load_file(file, problems):
+    """Devices of one file; appends its problems and returns only the devices that validated."""
+    try:
+        data = load_yaml(file)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return []
+    if not isinstance(data, dict) or not isinstance(data.get("devices"), dict):
+        problems.append("%s: expected a top-level `devices:` mapping of name -> fields" % file)
+        return []
+    for key in data:
+        if key != "devices":
+            problems.append("%s: %s: unknown field (an inventory file holds only `devices:`)"
+                            % (file, key))
+    devices = []
+    for name, fields in data["devices"].items():
+        device = _load_device(file, name, fields, problems)
+        if device is not None:
+            devices.append(device)
+    return devices
+
+
+def _load_device(file, name, fields, problems):
+    where = "devices.%s" % name
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+        problems.append("%s: %s: device name must match %s (lowercase letters, digits, . _ -)"
+                        % (file, where, NAME_PATTERN))
+        return None
+    if fields is None:
+        fields = {}
+    if not isinstance(fields, dict):
+        problems.append("%s: %s: expected a mapping of fields" % (file, where))
+        return None
+    if "name" in fields:
+        problems.append("%s: %s.name: the name is the mapping key; remove this field" % (file, where))
+        return None
+    try:
+        device = Device.model_validate(dict(fields, name=name))
+    except ValidationError as exc:
+        problems.extend(format_validation_error(file, exc, where))
+        return None
+    device._source = str(file)
+    return device

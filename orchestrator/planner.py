@@ -1,0 +1,288 @@
+"""The plan: suite cases x selected devices -> per-device ordered cases with stable ids and skips.
+
+A case a device cannot run is kept as SKIPPED with a reason and a hint, never dropped, so the
+report shows every cell of the comparison and says why it is empty.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+from orchestrator.errors import ConfigError
+
+# Backend -> the accelerator a device must declare in its inventory file.
+NEEDS_ACCELERATOR = {"edgetpu": "edgetpu", "tf-trt": "gpu-nvidia", "tensorrt": "gpu-nvidia"}
+NOT_IN_THIS_VERSION = ("edgetpu", "tf-trt", "onnxruntime", "tensorrt")
+# Backend -> (probe runtime modules, any one is enough; reason; hint).
+RUNTIME_MODULES = {
+    "tflite": (("ai_edge_litert", "tflite_runtime", "tensorflow"),
+               "no TFLite runtime installed (ai_edge_litert, tflite_runtime or tensorflow)",
+               "pip install ai-edge-litert (tflite-runtime on Python < 3.9)"),
+    "tensorflow": (("tensorflow",), "tensorflow not installed", "pip install tensorflow"),
+}
+JETSON_TF_HINT = "install NVIDIA's TensorFlow wheel for your JetPack (developer.nvidia.com/embedded)"
+
+
+@dataclass(frozen=True)
+class PlannedCase:
+    case_id: str
+    label: str
+    entry: int                    # index of the matrix entry it came from
+    model_name: str
+    variant: str
+    format: str
+    builtin: Optional[str]
+    path: Optional[str]           # absolute path of a user model, else None
+    synthetic_ms: Optional[float]
+    runtime: dict                 # backend, threads, affinity, precision, options
+    settings: dict                # every DEFAULT_SETTINGS key
+    skip_reason: Optional[str] = None
+    skip_hint: Optional[str] = None
+
+    @property
+    def skipped(self):
+        return self.skip_reason is not None
+
+    def skip_message(self, device):
+        """'<device>: <backend> skipped: <reason>; <hint>', as the CLI prints it."""
+        text = "%s: %s skipped: %s" % (device, self.runtime["backend"], self.skip_reason)
+        return text + ("; %s" % self.skip_hint if self.skip_hint else "")
+
+
+@dataclass
+class DevicePlan:
+    device: object                # inventory.Device
+    cases: list = field(default_factory=list)
+
+    @property
+    def runnable(self):
+        return [c for c in self.cases if not c.skipped]
+
+    @property
+    def skipped(self):
+        return [c for c in self.cases if c.skipped]
+
+
+@dataclass
+class Plan:
+    suite: object                 # suite.Suite
+    devices: list                 # DevicePlan, in selection order
+    notes: list = field(default_factory=list)
+
+    def device(self, name):
+        return next(d for d in self.devices if d.device.name == name)
+
+    def skip_messages(self):
+        return [c.skip_message(d.device.name) for d in self.devices for c in d.skipped]
+
+    def estimate_s(self, dplan):
+        """Least wall time of one device: warm-up and measurement minimums plus cool-downs."""
+        run = dplan.runnable
+        per_case = sum(c.settings["warmup_min_s"] + c.settings["min_duration_s"] for c in run)
+        cooldown = self.suite.cooldown
+        pause = cooldown.seconds if cooldown.mode == "fixed" else 0.0
+        return per_case + pause * max(0, len(run) - 1)
+
+    def to_text(self):
+        """The listing of `benchfleet plan`: per device each case RUN or SKIP, then totals."""
+        cd = self.suite.cooldown
+        pause = {"none": "none", "fixed": "fixed %g s" % cd.seconds,
+                 "thermal": "thermal (within %g C, at most %g s; not in estimates)"
+                 % (cd.delta_c, cd.max_wait_s)}[cd.mode]
+        lines = ["suite %s (%s): %d device(s)" % (self.suite.name, self.suite.source or "-",
+                                                   len(self.devices)),
+                 "cool-down between cases: %s" % pause]
+        for dplan in self.devices:
+            lines += [""] + _device_lines(self, dplan)
+        if self.notes:
+            lines += ["", "notes:"] + ["  " + n for n in self.notes]
+        cases = [c for d in self.devices for c in d.cases]
+        run = sum(1 for c in cases if not c.skipped)
+        longest = max([self.estimate_s(d) for d in self.devices] or [0])
+        lines += ["", "total: %d cases, %d run, %d skipped; estimated minimum %s "
+                  "(devices run in parallel)" % (len(cases), run, len(cases) - run,
+                                                 _duration(longest))]
+        return "\n".join(lines)
+
+
+def _device_lines(the_plan, dplan):
+    dev = dplan.device
+    head = "%s (%s, %s): %d cases, %d run, %d skipped, at least %s" % (
+        dev.name, dev.transport, dev.source or "-", len(dplan.cases), len(dplan.runnable),
+        len(dplan.skipped), _duration(the_plan.estimate_s(dplan)))
+    lines = [head]
+    if not dplan.cases:
+        lines.append("  (no matrix entry applies to this device)")
+    width = max([len(c.label) for c in dplan.cases] or [0])
+    for c in dplan.cases:
+        if c.skipped:
+            why = c.skip_reason + ("; " + c.skip_hint if c.skip_hint else "")
+            lines.append("  SKIP  %s  %-*s  %s" % (c.case_id, width, c.label, why))
+        else:
+            lines.append("  RUN   %s  %s" % (c.case_id, c.label))
+    return lines
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return "%d s" % seconds
+    if seconds < 3600:
+        return "%d min %02d s" % divmod(seconds, 60)
+    return "%d h %02d min" % (seconds // 3600, seconds % 3600 // 60)
+
+
+def case_id(model_name, variant, runtime, settings):
+    """'c-' + 10 hex of sha256 over canonical JSON: equal inputs give equal ids on every device."""
+    doc = {"model": model_name, "variant": variant, "runtime": runtime, "settings": settings}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "c-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+
+
+def label(spec):
+    """Short human name: 'lightning/tflite-fp32 tflite t2 aff0'."""
+    if spec.format == "synthetic":
+        parts = [spec.model.name, spec.backend]
+    else:
+        parts = ["%s/%s" % (spec.model.name, spec.variant), spec.backend]
+    if spec.threads is not None:
+        parts.append("t%d" % spec.threads)
+    if spec.affinity is not None:
+        parts.append("aff" + ",".join(str(c) for c in spec.affinity))
+    if spec.precision != spec.model.variant_precision(spec.variant):
+        parts.append(spec.precision)
+    parts += ["%s=%s" % (k, json.dumps(v)) for k, v in sorted(spec.options.items())]
+    parts += ["%s=%g" % (k, v) for k, v in sorted(spec.overrides.items())]
+    return " ".join(parts)
+
+
+def plan(suite, inventory, devices=None, probes=None):
+    """Plan a suite over an inventory.
+
+    Args:
+        devices: the --devices override (names or "tag:X"); else the suite's, else all devices.
+        probes: optional {device name: probe document from agent/probe.py} for runtime checks.
+    Raises:
+        ConfigError: unknown device names in --devices, the suite or a matrix entry (all at once).
+    """
+    problems = []
+    where = "--devices" if devices else "%s: devices" % (suite.source or "suite")
+    try:
+        selected = inventory.select(devices or suite.devices, where=where)
+    except ConfigError as exc:
+        problems += exc.problems
+        selected = []
+    targets = _entry_targets(suite, inventory, problems)
+    if problems:
+        raise ConfigError(problems)
+    specs = suite.expand()
+    result = Plan(suite, [])
+    for device in selected:
+        probe = (probes or {}).get(device.name)
+        result.devices.append(_device_plan(specs, targets, device, probe, result.notes))
+    result.notes += _unused_entries(suite, targets, selected)
+    return result
+
+
+def _entry_targets(suite, inventory, problems):
+    """{entry index: set of device names} for entries with a `devices:` filter.
+
+    A tag is a filter (it may match nothing here); a name must exist, since a typo would
+    otherwise silently plan nothing.
+    """
+    targets = {}
+    for i, entry in enumerate(suite.matrix):
+        if not entry.devices:
+            continue
+        names = set()
+        for j, item in enumerate(entry.devices):
+            if item.startswith("tag:"):
+                names |= {d.name for d in inventory if item[4:] in d.tags}
+            elif item in inventory:
+                names.add(item)
+            else:
+                problems.append("%s: matrix[%d].devices[%d]: unknown device %r; known: %s" % (
+                    suite.source or "suite", i, j, item, ", ".join(inventory.names())))
+        targets[i] = names
+    return targets
+
+
+def _device_plan(specs, targets, device, probe, notes):
+    dplan, seen = DevicePlan(device), {}
+    for spec in specs:
+        if spec.entry in targets and device.name not in targets[spec.entry]:
+            continue
+        case = _planned_case(spec, device, probe)
+        if case.case_id in seen:
+            # The same case reached through two entries runs once: a job needs unique ids.
+            notes.append("%s: %s from matrix[%d] is the same case as matrix[%d]; planned once"
+                         % (device.name, case.label, spec.entry, seen[case.case_id]))
+            continue
+        seen[case.case_id] = spec.entry
+        dplan.cases.append(case)
+    return dplan
+
+
+def _planned_case(spec, device, probe):
+    runtime = {"backend": spec.backend, "threads": spec.threads,
+               "affinity": list(spec.affinity) if spec.affinity is not None else None,
+               "precision": spec.precision, "options": dict(spec.options)}
+    skip = _skip(spec, runtime, device, probe) or (None, None)
+    return PlannedCase(
+        case_id=case_id(spec.model.name, spec.variant, runtime, spec.settings),
+        label=label(spec), entry=spec.entry, model_name=spec.model.name, variant=spec.variant,
+        format=spec.format, builtin=spec.model.builtin, path=spec.model.resolved_path(),
+        synthetic_ms=spec.model.synthetic_ms, runtime=runtime, settings=dict(spec.settings),
+        skip_reason=skip[0], skip_hint=skip[1])
+
+
+def _skip(spec, runtime, device, probe):
+    """(reason, hint) when the device cannot run the case, else None. Cheapest facts first."""
+    backend = spec.backend
+    need = NEEDS_ACCELERATOR.get(backend)
+    if need and need not in device.accelerators:
+        declared = ", ".join(device.accelerators) or "none"
+        return ("%s needs a %s accelerator; the inventory declares %s" % (backend, need, declared),
+                "add %s to accelerators in %s if the device has one"
+                % (need, device.source or "its inventory file"))
+    if backend in NOT_IN_THIS_VERSION:
+        return "%s backend is not available in this agent version" % backend, "planned (issue 3)"
+    if probe is None:
+        return None
+    return _probe_skip(backend, runtime, device, probe)
+
+
+def _probe_skip(backend, runtime, device, probe):
+    runtimes = probe.get("runtimes")
+    if backend in RUNTIME_MODULES and isinstance(runtimes, dict):
+        modules, reason, hint = RUNTIME_MODULES[backend]
+        if not any((runtimes.get(m) or {}).get("available") for m in modules):
+            if backend == "tensorflow" and "jetson" in device.accelerators:
+                hint = JETSON_TF_HINT
+            return reason, hint
+    cores = _probe_cores(probe)
+    affinity = runtime["affinity"]
+    if cores and affinity and max(affinity) >= cores:
+        return ("affinity core %d is beyond the device's %d cores (0-%d)"
+                % (max(affinity), cores, cores - 1),
+                "pin to cores 0-%d in the suite's affinity" % (cores - 1))
+    return None
+
+
+def _probe_cores(probe):
+    # agent/probe.py: {"cores": {"listed", "usable", "os_cpu_count"}}; usable honours an
+    # inherited affinity mask, which is what pinning can actually use.
+    cores = probe.get("cores")
+    if isinstance(cores, dict):
+        for key in ("usable", "listed", "os_cpu_count"):
+            if isinstance(cores.get(key), int) and cores[key] > 0:
+                return cores[key]
+    return None
+
+
+def _unused_entries(suite, targets, selected):
+    names = {d.name for d in selected}
+    return ["matrix[%d]: no selected device matches %s; nothing planned for it"
+            % (i, ", ".join(suite.matrix[i].devices))
+            for i, matched in sorted(targets.items()) if not matched & names]

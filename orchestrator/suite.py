@@ -1,0 +1,323 @@
+"""Suites: suites/X.yaml -> Suite (models, settings, cool-down, matrix) and its device-free cases.
+
+Loading checks types (pydantic, strict) and then the cross references a schema cannot see
+(variant names, model paths, runtime/format compatibility); every problem is reported at once.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import model_validator
+
+from agent.schema import BACKENDS, COOLDOWN_MODES, DEFAULT_SETTINGS, PRECISIONS
+from orchestrator.errors import ConfigError
+from orchestrator.inventory import NAME_PATTERN, Name
+from orchestrator.yamlio import format_validation_error, load_yaml
+
+# Mirrors orchestrator/modelzoo.py (not imported: planning must not pay for a model-builder import).
+BUILTIN_MODELS = ("movenet-thunder", "movenet-lightning", "movenet-tiny")
+# variant -> (format, the precision its weights are stored in)
+BUILTIN_VARIANTS = {
+    "savedmodel": ("savedmodel", "fp32"),
+    "tflite-fp32": ("tflite", "fp32"),
+    "tflite-int8": ("tflite", "int8"),
+}
+FILE_VARIANT = "file"            # the one variant of a user `path:` model: the file as given
+SYNTHETIC_VARIANT = "synthetic"  # the one variant of a `synthetic_ms:` model
+BACKEND_FORMAT = {
+    "synthetic": "synthetic", "tflite": "tflite", "edgetpu": "tflite", "tensorflow": "savedmodel",
+    "tf-trt": "savedmodel", "onnxruntime": "onnx", "tensorrt": "onnx",
+}
+# These build an engine from the model, so the precision is a build choice, not the variant's.
+CONVERTING_BACKENDS = ("tf-trt", "tensorrt")
+
+Selector = Annotated[str, Field(pattern=r"^(tag:)?" + NAME_PATTERN[1:])]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+def _as_list(value):
+    return [value] if isinstance(value, str) else value
+
+
+class _Strict(BaseModel):
+    # strict: "2000" is not a number and `yes` is not a boolean; no .inf/.nan sneaking through
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class SettingsOverride(_Strict):
+    """Overrides of agent.schema.DEFAULT_SETTINGS (METHOD.md); unset fields keep the default."""
+
+    warmup_runs: Optional[NonNegInt] = None
+    warmup_min_s: Optional[NonNegFloat] = None
+    runs: Optional[PosInt] = None
+    min_duration_s: Optional[NonNegFloat] = None
+    max_duration_s: Optional[PosFloat] = None
+    input_seed: Optional[NonNegInt] = None
+    input_pool: Optional[PosInt] = None
+    cv_max: Optional[PosFloat] = None
+    case_timeout_s: Optional[PosFloat] = None
+
+    def values(self):
+        return self.model_dump(exclude_none=True)
+
+
+class Cooldown(_Strict):
+    """Between cases: none, fixed `seconds` (METHOD: 120 s), or thermal (back within delta_c)."""
+
+    mode: Literal[COOLDOWN_MODES] = "fixed"
+    seconds: NonNegFloat = 120.0
+    delta_c: PosFloat = 3.0
+    max_wait_s: PosFloat = 600.0
+
+
+class ModelSpec(_Strict):
+    """A model: exactly one of builtin, path (relative to the suite file) or synthetic_ms."""
+
+    name: Name
+    builtin: Optional[Literal[BUILTIN_MODELS]] = None
+    path: Optional[str] = None
+    synthetic_ms: Optional[PosFloat] = None
+    variants: Optional[list[str]] = None
+
+    _file_format: str = PrivateAttr(default="")
+    _resolved: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("builtin", "path", "synthetic_ms") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of builtin, path, synthetic_ms (got %s)"
+                             % (", ".join(given) or "none"))
+        return self
+
+    @property
+    def kind(self):
+        return "builtin" if self.builtin else "path" if self.path is not None else "synthetic"
+
+    def allowed_variants(self):
+        return {"builtin": list(BUILTIN_VARIANTS), "path": [FILE_VARIANT],
+                "synthetic": [SYNTHETIC_VARIANT]}[self.kind]
+
+    def variant_names(self):
+        return list(self.variants) if self.variants else self.allowed_variants()
+
+    def variant_format(self, variant):
+        if self.kind == "builtin":
+            return BUILTIN_VARIANTS[variant][0]
+        return self._file_format if self.kind == "path" else "synthetic"
+
+    def variant_precision(self, variant):
+        """The precision a variant runs at unless a converting backend picks another."""
+        return BUILTIN_VARIANTS[variant][1] if self.kind == "builtin" else "fp32"
+
+    def resolved_path(self):
+        """Absolute path of a `path:` model (resolved against the suite file's folder)."""
+        return self._resolved or None
+
+
+class MatrixEntry(_Strict):
+    """One line of the sweep: runtimes x models x variants x threads x affinity x precision."""
+
+    runtime: Annotated[list[Literal[BACKENDS]], BeforeValidator(_as_list), Field(min_length=1)]
+    models: Optional[list[str]] = None
+    variants: Optional[list[str]] = None
+    threads: Optional[list[Optional[PosInt]]] = None
+    affinity: Optional[list[Optional[Annotated[list[NonNegInt], Field(min_length=1)]]]] = None
+    precision: Optional[list[Literal[PRECISIONS]]] = None
+    options: dict[str, Any] = {}
+    settings: SettingsOverride = SettingsOverride()
+    devices: Optional[list[Selector]] = None
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One case before devices are considered; the planner adds case_id, label and skips."""
+
+    entry: int
+    model: ModelSpec
+    variant: str
+    format: str
+    backend: str
+    threads: Optional[int]
+    affinity: Optional[tuple]
+    precision: str
+    options: dict
+    settings: dict
+    overrides: dict   # the entry's own settings overrides (shown in labels)
+
+
+class Suite(_Strict):
+    name: Name
+    description: str = ""
+    devices: Optional[list[Selector]] = None
+    settings: SettingsOverride = SettingsOverride()
+    cooldown: Cooldown = Cooldown()
+    models: Annotated[list[ModelSpec], Field(min_length=1)]
+    matrix: Annotated[list[MatrixEntry], Field(min_length=1)]
+
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def source(self):
+        return self._source
+
+    def model(self, name):
+        return next(m for m in self.models if m.name == name)
+
+    def settings_for(self, entry):
+        """DEFAULT_SETTINGS, then the suite's, then the entry's overrides; every key present."""
+        merged = {**DEFAULT_SETTINGS, **self.settings.values(), **entry.settings.values()}
+        # Same type as the default, so `runs: 100` and `min_duration_s: 2` hash like 100 and 2.0.
+        return {k: type(DEFAULT_SETTINGS[k])(v) for k, v in merged.items()}
+
+    def expand(self):
+        """Every case of the matrix, in matrix order (device-independent)."""
+        cases = []
+        for i, entry in enumerate(self.matrix):
+            cases.extend(expand_entry(self, i, entry)[0])
+        return cases
+
+
+def expand_entry(suite, i, entry):
+    """(cases, problems) for one matrix entry; a runtime that yields no case is a problem."""
+    models = [suite.model(n) for n in entry.models] if entry.models else suite.models
+    settings = suite.settings_for(entry)
+    cases, problems = [], []
+    for backend in entry.runtime:
+        pairs = [(m, v) for m in models for v in m.variant_names()
+                 if not entry.variants or v in entry.variants]
+        fitting = [(m, v) for m, v in pairs if m.variant_format(v) == BACKEND_FORMAT[backend]]
+        if not fitting:
+            problems.append(("matrix[%d]" % i, _no_fit(backend, pairs)))
+            continue
+        triples = [(m, v, p) for m, v in fitting for p in _precisions(entry, backend, m, v)]
+        if not triples:
+            problems.append(("matrix[%d].precision" % i, _no_precision(backend, entry, fitting)))
+        for m, v, p in triples:
+            for threads in entry.threads or [None]:
+                for aff in entry.affinity or [None]:
+                    cases.append(CaseSpec(
+                        i, m, v, m.variant_format(v), backend, threads,
+                        tuple(sorted(set(aff))) if aff is not None else None, p,
+                        dict(entry.options), settings, entry.settings.values()))
+    return cases, problems
+
+
+def _precisions(entry, backend, model, variant):
+    own = model.variant_precision(variant)
+    if not entry.precision:
+        return [own]
+    if backend in CONVERTING_BACKENDS or model.kind == "path":
+        return list(entry.precision)
+    return [p for p in entry.precision if p == own]
+
+
+def _no_fit(backend, pairs):
+    need = BACKEND_FORMAT[backend]
+    have = ", ".join("%s/%s (%s)" % (m.name, v, m.variant_format(v)) for m, v in pairs) or "none"
+    return "no model compatible with runtime %s: it needs format %s; selected: %s" % (
+        backend, need, have)
+
+
+def _no_precision(backend, entry, fitting):
+    have = ", ".join("%s/%s is %s" % (m.name, v, m.variant_precision(v)) for m, v in fitting)
+    return ("no selected variant runs at %s with %s (%s); the variant sets the precision except "
+            "for %s" % (", ".join(entry.precision), backend, have, ", ".join(CONVERTING_BACKENDS)))
+
+
+def load_suite(path):
+    """Load and check a suite file.
+
+    Raises:
+        ConfigError: every problem as 'file: dotted.path: message' (types first; the cross
+        references only once the types are right).
+    """
+    path = Path(path)
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError("%s: expected a mapping with name:, models: and matrix:" % path)
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc)) from None
+    suite._source = str(path)
+    model_problems = _check_models(suite, path.parent)
+    problems = model_problems + _check_matrix(suite, expand=not model_problems)
+    if problems:
+        raise ConfigError(["%s: %s: %s" % (path, where, msg) for where, msg in problems])
+    return suite
+
+
+def _check_models(suite, base_dir):
+    problems, seen = [], {}
+    for i, model in enumerate(suite.models):
+        where = "models[%d]" % i
+        if model.name in seen:
+            problems.append((where + ".name", "duplicate model name %r (also %s)"
+                             % (model.name, seen[model.name])))
+        seen.setdefault(model.name, where)
+        allowed = model.allowed_variants()
+        for j, variant in enumerate(model.variants or []):
+            if variant not in allowed:
+                problems.append(("%s.variants[%d]" % (where, j), "unknown variant %r for a %s model;"
+                                 " allowed: %s" % (variant, model.kind, ", ".join(allowed))))
+            elif variant in model.variants[:j]:
+                problems.append(("%s.variants[%d]" % (where, j), "duplicate variant %r" % variant))
+        if model.kind == "path":
+            problems.extend(_check_model_path(model, where, base_dir))
+    return problems
+
+
+def _check_model_path(model, where, base_dir):
+    full = (base_dir / os.path.expanduser(model.path)).resolve()
+    model._resolved = str(full)
+    if not full.exists():
+        return [(where + ".path", "not found: %s" % full)]
+    if full.is_file() and full.suffix == ".tflite":
+        model._file_format = "tflite"
+    elif full.is_dir() and any((full / n).is_file() for n in ("saved_model.pb", "saved_model.pbtxt")):
+        model._file_format = "savedmodel"
+    else:
+        return [(where + ".path", "expected a .tflite file or a SavedModel folder (with "
+                 "saved_model.pb): %s" % full)]
+    return []
+
+
+def _check_matrix(suite, expand=True):
+    problems = _check_settings("settings", suite.settings_for(MatrixEntry(runtime=["synthetic"])))
+    names = [m.name for m in suite.models]
+    for i, entry in enumerate(suite.matrix):
+        before = len(problems)
+        for j, name in enumerate(entry.models or []):
+            if name not in names:
+                problems.append(("matrix[%d].models[%d]" % (i, j), "unknown model %r; suite models:"
+                                 " %s" % (name, ", ".join(names))))
+        chosen = [suite.model(n) for n in entry.models or names if n in names]
+        known = {v for m in chosen for v in m.variant_names()}
+        for j, variant in enumerate(entry.variants or []):
+            if variant not in known:
+                problems.append(("matrix[%d].variants[%d]" % (i, j), "no selected model has variant"
+                                 " %r; they have: %s" % (variant, ", ".join(sorted(known)))))
+        if entry.settings.values():
+            problems += _check_settings("matrix[%d].settings" % i, suite.settings_for(entry))
+        if expand and len(problems) == before:  # only once models and references are sound
+            problems += expand_entry(suite, i, entry)[1]
+    return problems
+
+
+def _check_settings(where, s):
+    problems = []
+    if s["max_duration_s"] < s["min_duration_s"]:
+        problems.append((where, "max_duration_s (%g) is below min_duration_s (%g)"
+                         % (s["max_duration_s"], s["min_duration_s"])))
+    if s["case_timeout_s"] <= s["max_duration_s"]:
+        problems.append((where, "case_timeout_s (%g) must exceed max_duration_s (%g): the agent "
+                         "would kill a case that is still measuring" % (s["case_timeout_s"],
+                                                                        s["max_duration_s"])))
+    return problems
