@@ -189,7 +189,8 @@ class Runner(object):
         baseline = worker.thermal_temps() if cfg.get("mode") == "thermal" else {}
         ran_before = False
         for index, case in enumerate(cases):
-            info = {"case_id": case["case_id"], "index": index, "total": len(cases)}
+            info = {"case_id": case["case_id"], "label": case.get("label"), "index": index,
+                    "total": len(cases)}
             done = _existing_result(os.path.join(out, case["case_id"] + ".json"), self.job["nonce"])
             if done is not None:  # resume: this run already measured it
                 _event(out, "case_end", status=done["status"], p50_ms=_p50(done), resumed=True, **info)
@@ -258,8 +259,8 @@ def run_job(job_path, out_dir):
             signal.signal(s, handler)
         beat.stopped.set()
         _status(out_dir, "done", code, sig, error)
-        if completed:  # last of the data files: every case has its result
-            open(os.path.join(out_dir, "done"), "w").close()
         _event(out_dir, "run_end", exit_code=code, signal=sig)
+        if completed:  # created last: a reader that sees it has every other file complete
+            open(os.path.join(out_dir, "done"), "w").close()
         os.close(lock_fd)
     return code

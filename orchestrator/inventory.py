@@ -142,15 +142,17 @@ def load_inventory(paths):
         files.extend(found)
         if problem:
             problems.append(problem)
-    devices = {}
+    devices, first_file = {}, {}
     for file in files:
-        for device in _load_file(file, problems):
-            other = devices.get(device.name)
-            if other is not None:
+        # Names are checked even when the entry itself is invalid: both problems are reported.
+        for name, device in _load_file(file, problems):
+            if name in first_file:
                 problems.append("%s: devices.%s: duplicate device name, also defined in %s"
-                                % (file, device.name, other.source))
+                                % (file, name, first_file[name]))
                 continue
-            devices[device.name] = device
+            first_file[name] = file
+            if device is not None:
+                devices[name] = device
     if problems:
         raise ConfigError(problems)
     return Inventory(devices)
@@ -169,7 +171,7 @@ def _expand(path):
 
 
 def _load_file(file, problems):
-    """Devices of one file; appends its problems and returns only the devices that validated."""
+    """(name, Device or None when invalid) for each entry of one file; appends its problems."""
     try:
         data = load_yaml(file)
     except ConfigError as exc:
@@ -182,12 +184,8 @@ def _load_file(file, problems):
         if key != "devices":
             problems.append("%s: %s: unknown field (an inventory file holds only `devices:`)"
                             % (file, key))
-    devices = []
-    for name, fields in data["devices"].items():
-        device = _load_device(file, name, fields, problems)
-        if device is not None:
-            devices.append(device)
-    return devices
+    return [(name, _load_device(file, name, fields, problems))
+            for name, fields in data["devices"].items()]
 
 
 def _load_device(file, name, fields, problems):

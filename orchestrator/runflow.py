@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import schema
-from agent.fsutil import atomic_write_json
+from agent.fsutil import atomic_write_json, atomic_write_text
 from orchestrator import __version__
 from orchestrator.errors import ModelBuildError, OrchestratorError
 
@@ -75,7 +75,7 @@ class Progress:
             tail = " p50 %.3f ms" % p50 if isinstance(p50, (int, float)) else ""
             self.say(device, "  -> %s%s" % (ev.get("status"), tail))
         elif kind == "cooldown":
-            self.say(device, "  cool-down %.0f s" % (ev.get("seconds") or 0))
+            self.say(device, "  cooled down %.1f s" % (ev.get("waited_s") or 0))
         elif kind in ("deploy", "note"):
             self.say(device, ev.get("text", kind))
 
@@ -151,3 +151,129 @@ def _device_job(run_id, nonce, suite, dplan, artifacts, problems):
             if artifact is not None:
                 blobs[artifact.sha256] = artifact.local_path
     return job, planned, blobs
+
+
+def _manifest(summary: RunSummary, suite_path, inventory_paths, plan, state: str, **extra) -> None:
+    doc = {"run_id": summary.run_id, "state": state, "controller_version": __version__,
+           "schema_version": schema.SCHEMA_VERSION, "suite": str(suite_path),
+           "inventory": [str(p) for p in inventory_paths],
+           "devices": {d.device.name: {"transport": d.device.transport,
+                                       "cases": [c.case_id for c in d.cases],
+                                       "skipped": [c.case_id for c in d.skipped]}
+                       for d in plan.devices},
+           "started_at": extra.pop("started_at", None)}
+    doc.update(extra)
+    atomic_write_json(str(summary.run_dir / "manifest.json"), doc)
+
+
+def _write_raw(raw_dir: Path, doc: dict) -> None:
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    path = raw_dir / (doc["case_id"] + ".json")
+    if not path.exists():  # the executor already wrote what the device sent; never overwrite it
+        atomic_write_json(str(path), doc)
+
+
+def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
+              max_parallel=8, progress: Progress | None = None) -> RunSummary:
+    """Run a suite end to end and write results/<run-id>/. Bad input raises ConfigError first."""
+    from orchestrator import agentpkg, executor, report
+    from orchestrator.inventory import load_inventory
+    from orchestrator.planner import plan as make_plan
+    from orchestrator.suite import load_suite
+
+    progress = progress or Progress()
+    suite = load_suite(suite_path)
+    inventory = load_inventory(inventory_paths)
+    the_plan = make_plan(suite, inventory, devices=devices, probes=cached_probes(inventory))
+    run_id, nonce = new_run_id(), secrets.token_hex(16)
+    summary = RunSummary(run_id, Path(results_dir) / run_id)
+    (summary.run_dir / "raw").mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _manifest(summary, suite_path, inventory_paths, the_plan, "running", started_at=started)
+    progress.say("controller", "run %s: %s" % (run_id, summary.run_dir))
+
+    artifacts, problems = build_artifacts(the_plan, suite, progress)
+    pyz = agentpkg.build_agent_pyz(str(cache_root() / "agent"))
+    runs, planned = [], {}
+    for dplan in the_plan.devices:
+        job, done_docs, blobs = _device_job(run_id, nonce, suite, dplan, artifacts, problems)
+        raw_dir = summary.run_dir / "raw" / dplan.device.name
+        planned[dplan.device.name] = done_docs
+        for doc in done_docs:
+            _write_raw(raw_dir, doc)
+            progress.say(dplan.device.name, "%s: %s" % (doc["label"], doc["status"]
+                                                         + ": " + doc["reason"]))
+        if job["cases"]:
+            runs.append(executor.DeviceRun(dplan.device, job, blobs, (Path(pyz[0]), pyz[1]),
+                                           raw_dir))
+    outcomes = {o.device: o for o in executor.run_devices(runs, max_parallel, progress.event)}
+
+    by_device = {}
+    for dplan in the_plan.devices:
+        name = dplan.device.name
+        outcome = outcomes.get(name)
+        docs = {d["case_id"]: d for d in planned[name] + (outcome.results if outcome else [])}
+        if outcome and outcome.error:
+            summary.device_errors[name] = outcome.error
+            progress.say(name, "device error: %s" % outcome.error)
+        by_device[name] = docs
+        for doc in docs.values():
+            _write_raw(summary.run_dir / "raw" / name, doc)
+    # Rows in plan order: the table reads like the suite.
+    for dplan in the_plan.devices:
+        for case in dplan.cases:
+            doc = by_device[dplan.device.name].get(case.case_id)
+            if doc is not None:
+                summary.rows.append(report.flat_row(doc, dplan.device.name))
+    names = [d.device.name for d in the_plan.devices if d.cases]
+    header, body = report.comparison(summary.rows, names)
+    report.write_csv(summary.rows, summary.run_dir / "results.csv")
+    md = report.render_markdown(header, body, summary.rows, run_id)
+    atomic_write_text(str(summary.run_dir / "comparison.md"), md)
+    counts = {s: sum(r["status"] == s for r in summary.rows) for s in schema.STATUSES}
+    _manifest(summary, suite_path, inventory_paths, the_plan, "finished", started_at=started,
+              finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), nonce=nonce,
+              counts=counts, device_errors=summary.device_errors,
+              artifacts={"%s/%s" % k: a.sha256 for k, a in artifacts.items()}, agent_sha256=pyz[1])
+    print("", flush=True)
+    print(report.render_text(header, body))
+    print("\ncells: p50 / p99 (99%-confidence upper bound; n/e = too few samples) / first, ms;"
+          " * = INVALID (see comparison.md)")
+    print("%d ok, %d skipped, %d failed -> %s" % (counts["ok"], counts["skipped"], counts["failed"],
+                                                   summary.run_dir))
+    return summary
+
+
+def probe_devices(devices) -> dict:
+    """Run the agent's probe on each device in parallel; cache each probe for the planner.
+
+    Returns {name: (probe_doc or None, error or None)}.
+    """
+    import concurrent.futures
+    from orchestrator import agentpkg
+    from orchestrator.transport import make_transport
+
+    pyz_path, sha = agentpkg.build_agent_pyz(str(cache_root() / "agent"))
+
+    def one(dev):
+        try:
+            with make_transport(dev) as t:
+                workdir = t.expand(dev.workdir)
+                remote = workdir + "/agent/%s.pyz" % sha
+                t.mkdirs(workdir + "/agent")
+                if not t.exists(remote):
+                    t.put(pyz_path, remote)
+                res = t.run([dev.python, remote, "probe"], timeout=dev.command_timeout_s,
+                            env=dict(dev.env) or None)
+            if res.exit_code != 0:
+                return None, "agent probe exited %d: %s" % (res.exit_code, res.stderr.strip()[-500:])
+            doc = json.loads(res.stdout)
+        except (OrchestratorError, ValueError) as exc:
+            return None, str(exc)
+        path = probe_cache_path(dev.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(str(path), doc)
+        return doc, None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip([d.name for d in devices], pool.map(one, devices)))

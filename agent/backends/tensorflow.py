@@ -1,0 +1,127 @@
+"""The plain TensorFlow backend: a SavedModel's serving_default signature, called eagerly.
+
+This is how the seed measured plain TF (first call 2.03 s, mean 23.4 ms on a GTX 1660). Runs on
+Python 3.6+; tensorflow and numpy are imported inside methods.
+"""
+
+from agent.backends.base import Backend, BackendUnavailable, BadModel
+
+_HINT = "pip install tensorflow (or tensorflow-cpu)"
+
+
+def import_tensorflow():
+    """The tensorflow module, or BackendUnavailable with the install hint."""
+    try:
+        import tensorflow as tf
+    except ImportError as exc:
+        raise BackendUnavailable("tensorflow not installed (%s)" % exc, hint=_HINT)
+    return tf
+
+
+class TensorFlowBackend(Backend):
+    """tf.saved_model.load(path).signatures['serving_default'], inputs as pre-made tf constants."""
+
+    name = "tensorflow"
+
+    def __init__(self, case, model_path):
+        Backend.__init__(self, case, model_path)
+        self.threads = self.runtime.get("threads")
+        self.threads_applied = None
+        self._tf = None
+        self._fn = None
+        self._model = None
+
+    def _set_threads(self, tf):
+        # Thread pools are fixed when the TF runtime starts: this must run before the first op.
+        # One case per worker process makes that true in real runs; in a process that already
+        # ran TF (tests) the setting cannot change, and describe() says so.
+        if not self.threads:
+            return
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(self.threads))
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+            self.threads_applied = True
+        except RuntimeError:
+            self.threads_applied = False
+
+    def load(self):
+        tf = import_tensorflow()
+        self._tf = tf
+        self._set_threads(tf)
+        if not self.model_path:
+            raise BadModel("the tensorflow backend needs a SavedModel folder, got none")
+        try:
+            self._model = tf.saved_model.load(str(self.model_path))
+        except (IOError, OSError, ValueError) as exc:
+            raise BadModel("%s: not a loadable SavedModel: %s" % (self.model_path, exc))
+        signatures = getattr(self._model, "signatures", {})
+        if "serving_default" not in signatures:
+            raise BadModel("%s: SavedModel has no 'serving_default' signature (has: %s)"
+                           % (self.model_path, ", ".join(sorted(signatures)) or "none"))
+        self._fn = signatures["serving_default"]
+        self._first_output = sorted(self._fn.structured_outputs)[0]
+
+    def make_inputs(self, seed, count):
+        """`count` dicts name -> tf constant, from numpy RandomState(seed).
+
+        Integer inputs (MoveNet's int32 image) get 0..255, floats [0, 1); unknown dims become 1.
+        Made before timing, so the measured call does no host-side conversion.
+        """
+        import numpy as np
+        tf = self._tf
+        rng = np.random.RandomState(seed)
+        specs = self._fn.structured_input_signature[1]
+        pool = []
+        for _ in range(count):
+            inputs = {}
+            for name in sorted(specs):
+                spec = specs[name]
+                shape = tuple(1 if d is None else int(d) for d in spec.shape.as_list())
+                dtype = np.dtype(spec.dtype.as_numpy_dtype)
+                if dtype.kind in "iu":
+                    array = rng.randint(0, 256, shape).astype(dtype)
+                else:
+                    array = rng.random_sample(shape).astype(dtype)
+                inputs[name] = tf.constant(array)
+            pool.append(inputs)
+        return pool
+
+    def invoke(self, inputs):
+        # Eager TF returns once kernels are enqueued; on a GPU the stream may still be running.
+        # .numpy() on one output waits for the result (and copies a few bytes for MoveNet's
+        # [1,1,17,3]), so the harness times the whole inference on CPU and GPU alike.
+        outputs = self._fn(**inputs)
+        outputs[self._first_output].numpy()
+
+    def describe(self):
+        tf = self._tf
+        facts = {"version": None, "delegate": None, "provider": None, "threads": self.threads,
+                 "threads_applied": self.threads_applied,
+                 "delegation": {"ops_total": None, "ops_delegated": None}}
+        if tf is None:
+            return facts
+        facts["version"] = tf.__version__
+        facts["built_with_tensorrt"] = _built_with_tensorrt(tf)
+        gpus = tf.config.list_logical_devices("GPU")
+        facts["device"] = gpus[0].name if gpus else "/device:CPU:0"
+        facts["provider"] = "GPU" if gpus else "CPU"
+        if self._fn is not None:
+            facts["inputs"] = [
+                {"name": name, "shape": spec.shape.as_list(), "dtype": spec.dtype.name}
+                for name, spec in sorted(self._fn.structured_input_signature[1].items())]
+        return facts
+
+    def close(self):
+        self._fn = None
+        self._model = None
+
+
+def _built_with_tensorrt(tf):
+    get_info = getattr(getattr(tf, "sysconfig", None), "get_build_info", None)
+    if get_info is None:
+        return None
+    try:
+        info = get_info()
+    except Exception:  # older TF: the build info module may be missing
+        return None
+    return bool(info.get("is_tensorrt_build", False))

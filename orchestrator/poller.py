@@ -1,0 +1,170 @@
+"""Watching one agent run on one device: events, result files, heartbeat, exit, per-case backstop.
+
+RunPoller.poll_once reads the run's out folder once and says whether the run is over and why.
+Result bytes are untrusted: capped, NaN refused, schema- and nonce-checked, kept raw on disk.
+"""
+
+import json
+import logging
+import os
+import posixpath
+import time
+from dataclasses import dataclass
+
+from agent import schema
+from agent.fsutil import atomic_write_bytes  # tmp, fsync, rename, fsync folder
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS_READ = 8 * 1024 * 1024
+
+
+@dataclass
+class Verdict:
+    """How a run ended: kind is done, busy (EXIT_BUSY), lost (agent gone) or timeout (backstop)."""
+
+    kind: str
+    reason: str = ""
+    case_id: str | None = None
+
+
+def _reject_constant(name):
+    raise ValueError("%s is not allowed in a result" % name)
+
+
+def parse_result(raw, job, case_id):
+    """(doc, problems) for the bytes of <case_id>.json; problems empty when the result is usable."""
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, ["not valid JSON: %s" % exc]
+    problems = schema.check_result(doc)
+    if isinstance(doc, dict):
+        # A stale file from an earlier run, or one copied from another case, is not this result.
+        if doc.get("nonce") != job.get("nonce"):
+            problems.append("nonce: does not match this run's nonce (a stale or foreign file?)")
+        if doc.get("case_id") != case_id:
+            problems.append("case_id: %r in the file named %s.json" % (doc.get("case_id"), case_id))
+        if doc.get("run_id") != job.get("run_id"):
+            problems.append("run_id: %r, expected %r" % (doc.get("run_id"), job.get("run_id")))
+    return doc, problems
+
+
+class RunPoller:
+    """State of polling one run: event offset, results seen, heartbeat age, case start times.
+
+    Ages are measured on the controller's monotonic clock from when a change was *seen*, never
+    by comparing the device's epoch with ours, so clock skew between them cannot fake a stall.
+    """
+
+    def __init__(self, transport, job, run_dir, raw_dir, on_result, on_event,
+                 stall_timeout_s, case_margin_s, clock=time.monotonic):
+        self.t, self.job, self.run_dir = transport, job, run_dir
+        self.out = posixpath.join(run_dir, "out")
+        self.raw_dir, self.on_result, self.on_event = raw_dir, on_result, on_event
+        self.stall_timeout_s, self.case_margin_s, self.clock = stall_timeout_s, case_margin_s, clock
+        self.cases = {c["case_id"]: c for c in job["cases"]}
+        self.collected = set()
+        self.offset = 0
+        self.case_started = {}
+        self.beat = (None, clock())
+        self.status = {}
+
+    def poll_once(self):
+        """Read the out folder once; a Verdict when the run is over, else None."""
+        self._read_events()
+        names = set(self.t.listdir(self.out))
+        self._collect(names)
+        if "done" in names:
+            self._read_events()   # run_end is written just before `done`: show it too
+            return Verdict("done")
+        ended = self._ended()
+        if ended is not None:
+            # The agent may have written its last result and `done` since our listing.
+            names = set(self.t.listdir(self.out))
+            self._collect(names)
+            return Verdict("done") if "done" in names else ended
+        return self._stalled() or self._overdue()
+
+    def missing(self):
+        return [cid for cid in self.cases if cid not in self.collected]
+
+    def _read_events(self):
+        data = self.t.read_bytes(posixpath.join(self.out, "events.jsonl"), MAX_EVENTS_READ,
+                                 offset=self.offset)
+        if not data:
+            return
+        # Only whole lines: the agent appends, and a line may be half-written right now.
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].splitlines():
+            try:
+                event = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+            except ValueError:
+                log.warning("%s: ignoring a bad events.jsonl line: %r", self.t.name, line[:200])
+                continue
+            if not isinstance(event, dict):
+                continue
+            if event.get("event") == "case_start" and event.get("case_id") in self.cases:
+                self.case_started[event["case_id"]] = self.clock()
+            self.on_event(self.t.name, event)
+
+    def _collect(self, names):
+        for case_id in self.cases:
+            if case_id in self.collected or case_id + ".json" not in names:
+                continue
+            path = posixpath.join(self.out, case_id + ".json")
+            raw = self.t.read_bytes(path, schema.MAX_RESULT_BYTES)
+            if raw is None:
+                continue
+            atomic_write_bytes(os.path.join(self.raw_dir, case_id + ".json"), raw)
+            doc, problems = parse_result(raw, self.job, case_id)
+            self.collected.add(case_id)
+            self.on_result(case_id, doc, problems)
+
+    def _read_json(self, name, max_bytes=1 << 20):
+        raw = self.t.read_bytes(posixpath.join(self.run_dir, name), max_bytes)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            return None
+
+    def _ended(self):
+        """Verdict when the agent process is gone without `done` (exit-code file or status.json)."""
+        code = self._read_json("agent.exit", 64)
+        self.status = self._read_json("out/status.json") or self.status
+        if code == schema.EXIT_BUSY:
+            return Verdict("busy", "agent exited %d (busy)" % code)
+        if isinstance(code, int):
+            return Verdict("lost", "agent exited with code %d%s without finishing"
+                           % (code, " (killed by signal %d)" % (code - 128) if code > 128 else ""))
+        if self.status.get("state") == "done":
+            return Verdict("lost", "agent stopped (exit %s, signal %s, error %s) without finishing"
+                           % (self.status.get("exit_code"), self.status.get("signal"),
+                              self.status.get("error")))
+        return None
+
+    def _stalled(self):
+        beat = self.t.read_bytes(posixpath.join(self.out, "heartbeat"), 4096)
+        now = self.clock()
+        if beat is not None and beat != self.beat[0]:
+            self.beat = (beat, now)
+        age = now - self.beat[1]
+        if age > self.stall_timeout_s:
+            what = "no heartbeat change" if beat is not None else "no heartbeat file"
+            return Verdict("lost", "%s for %.0f s (agent hung or killed)" % (what, age))
+        return None
+
+    def _overdue(self):
+        now = self.clock()
+        for case_id, started in self.case_started.items():
+            if case_id in self.collected:
+                continue
+            limit = float(self.cases[case_id]["settings"].get("case_timeout_s", 1800.0))
+            if now - started > limit + self.case_margin_s:
+                return Verdict("timeout", "no result %.0f s after case_start (case_timeout_s %g + "
+                               "margin %g; the agent did not enforce its own timeout)"
+                               % (now - started, limit, self.case_margin_s), case_id)
+        return None

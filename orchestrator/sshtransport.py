@@ -1,0 +1,251 @@
+"""SshTransport: a device over SSH with fabric/paramiko, hardened per shared/RELIABILITY.md.
+
+Strict host keys (known_hosts + a RejectPolicy, never AutoAdd), a TCP_USER_TIMEOUT socket, a
+timeout on every command, quoted argv/env, SFTP without prefetch, and every paramiko/socket
+error mapped to the OrchestratorError tree in one function (map_error).
+"""
+
+import contextlib
+import math
+import os
+import posixpath
+import socket
+import time
+import uuid
+
+import invoke
+import paramiko
+
+from orchestrator.errors import CommandTimeout, TransportError
+from orchestrator.hostkeys import (changed_host_error, fabric_config, open_socket, resolve_target,
+                                   trust_host_key, unknown_host_error)
+from orchestrator.transport import Result, Transport, check_env, command_line
+
+__all__ = ["SshTransport", "map_error", "trust_host_key"]
+
+BANNER_RETRIES = 4
+KEEPALIVE_S = 5  # traffic for TCP_USER_TIMEOUT to act on when the link goes quiet
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    def __init__(self, hostname, key):
+        paramiko.SSHException.__init__(self, "Server %r not found in known_hosts" % hostname)
+        self.key = key
+
+
+class _RejectAndRecord(paramiko.RejectPolicy):
+    """RejectPolicy that keeps the offered key, so the error can show its fingerprint."""
+
+    def missing_host_key(self, client, hostname, key):
+        raise _UnknownHostKey(hostname, key)
+
+
+def map_error(target, exc, action):
+    """The OrchestratorError for exc raised while doing `action` on target (None: not ours)."""
+    where = "%s:%d" % (target.host, target.port)
+    name = target.name
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, _UnknownHostKey):
+        return unknown_host_error(target, exc.key)
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return changed_host_error(target, exc)
+    if isinstance(exc, invoke.CommandTimedOut):
+        return CommandTimeout(name, "%s did not finish within %gs on %s (the remote process may "
+                                    "still be running)" % (action, exc.timeout, where))
+    if isinstance(exc, paramiko.AuthenticationException):
+        return TransportError(name, "authentication as %s at %s failed (%s); check user and "
+                                    "identity_file" % (target.user, where, exc))
+    if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError)):
+        return TransportError(name, "connection refused by %s: is sshd running and the port right?"
+                              % where)
+    if isinstance(exc, socket.gaierror):
+        return TransportError(name, "cannot resolve host %r: %s" % (target.host, exc))
+    if isinstance(exc, TimeoutError):
+        return TransportError(name, "%s: timed out talking to %s" % (action, where))
+    if isinstance(exc, FileNotFoundError):
+        return TransportError(name, "%s: no such file (%s)" % (action, exc))
+    if isinstance(exc, PermissionError):
+        return TransportError(name, "%s: permission denied (%s)" % (action, exc))
+    if isinstance(exc, paramiko.SSHException):
+        return TransportError(name, "%s: SSH error with %s: %s" % (action, where, exc or type(exc).__name__))
+    if isinstance(exc, (OSError, EOFError)):
+        return TransportError(name, "%s: connection to %s lost: %s" % (action, where,
+                                                                       exc or type(exc).__name__))
+    return None
+
+
+class SshTransport(Transport):
+    """One device over SSH. Connects lazily; close() drops the link and the next call reconnects."""
+
+    def __init__(self, device, config=None, ssh_config_path=None):
+        Transport.__init__(self, device.name)
+        self.device = device
+        self._config = config or fabric_config(ssh_config_path)
+        self.target = resolve_target(device, self._config)
+        self._conn = None
+        self._home = None
+
+    # -- connection ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _mapped(self, action):
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - mapped or re-raised unchanged below
+            mapped = map_error(self.target, exc, action)
+            if mapped is None:
+                raise
+            if not self.is_active():
+                self.close()  # a dead link: the next call reconnects
+            raise mapped from exc
+
+    def _connection(self):
+        if self._conn is not None and self._conn.is_connected:
+            return self._conn
+        self.close()
+        for attempt in range(BANNER_RETRIES):
+            try:
+                with self._mapped("connect"):
+                    self._conn = self._open_once()
+                return self._conn
+            except TransportError as exc:
+                # sshd's MaxStartups drops excess simultaneous handshakes before the banner.
+                if "protocol banner" not in str(exc) or attempt == BANNER_RETRIES - 1:
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _open_once(self):
+        from fabric import Connection
+        t = self.target
+        kwargs = {"banner_timeout": t.connect_timeout, "auth_timeout": t.connect_timeout}
+        identity = getattr(self.device, "identity_file", None)
+        if identity:
+            kwargs.update(key_filename=[os.path.expanduser(identity)], allow_agent=False,
+                          look_for_keys=False)
+        sock = None
+        if not t.proxy:
+            sock = kwargs["sock"] = open_socket(t)
+        conn = Connection(t.conn_host, user=t.user, port=t.port, config=self._config,
+                          forward_agent=False, connect_timeout=max(1, math.ceil(t.connect_timeout)),
+                          connect_kwargs=kwargs)
+        # Fabric's defaults are AutoAddPolicy and no known_hosts; both replaced before open().
+        if os.path.exists(t.known_hosts):
+            conn.client.load_system_host_keys(t.known_hosts)
+        conn.client.set_missing_host_key_policy(_RejectAndRecord())
+        opened = False
+        try:
+            conn.open()
+            conn.transport.set_keepalive(KEEPALIVE_S)
+            opened = True
+            return conn
+        finally:
+            if not opened:
+                # Connection.close() is a no-op after a failed open: it would leak thread + socket.
+                conn.client.close()
+                if sock is not None:
+                    sock.close()
+
+    def is_active(self):
+        return self._conn is not None and self._conn.is_connected
+
+    def close(self):
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            finally:
+                conn.client.close()
+
+    def _sftp(self):
+        return self._connection().sftp()
+
+    # -- commands --------------------------------------------------------------------------
+    def run(self, argv, timeout, env=None):
+        check_env(self.name, env)
+        cmd = command_line(argv, env)
+        with self._mapped("command %s" % argv[0]):
+            r = self._connection().run(cmd, timeout=timeout, in_stream=False, hide=True, warn=True,
+                                       pty=False)
+        return Result(r.exited, r.stdout, r.stderr)
+
+    # -- files -----------------------------------------------------------------------------
+    def expand(self, remote_path):
+        path = str(remote_path)
+        if path == "~" or path.startswith("~/"):
+            if self._home is None:
+                with self._mapped("find the home folder"):
+                    self._home = self._sftp().normalize(".")
+            return self._home + path[1:]
+        return path
+
+    def put(self, local_path, remote_path):
+        dest = self.expand(remote_path)
+        tmp = posixpath.join(posixpath.dirname(dest), ".tmp-%s" % uuid.uuid4().hex)
+        with self._mapped("upload %s -> %s" % (local_path, dest)):
+            sftp = self._sftp()
+            try:
+                sftp.put(str(local_path), tmp, confirm=True)
+                sftp.chmod(tmp, os.stat(local_path).st_mode & 0o777)
+                # posix-rename replaces dest atomically: a present name always has full content.
+                sftp.posix_rename(tmp, dest)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    sftp.remove(tmp)
+                raise
+
+    def get(self, remote_path, local_path):
+        src = self.expand(remote_path)
+        tmp = "%s.tmp-%s" % (local_path, uuid.uuid4().hex)
+        with self._mapped("download %s" % src):
+            try:
+                # prefetch=False: prefetching downloads can stall forever (paramiko#926).
+                self._sftp().get(src, tmp, prefetch=False)
+                os.replace(tmp, local_path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+
+    def exists(self, remote_path):
+        path = self.expand(remote_path)
+        with self._mapped("stat %s" % path):
+            try:
+                self._sftp().stat(path)
+                return True
+            except FileNotFoundError:
+                return False
+
+    def read_bytes(self, remote_path, max_bytes, offset=0):
+        path = self.expand(remote_path)
+        with self._mapped("read %s" % path):
+            sftp = self._sftp()
+            try:
+                size = sftp.stat(path).st_size
+                if size - offset > max_bytes:
+                    raise TransportError(self.name, "%s is %d bytes, more than the %d allowed"
+                                         % (path, size - offset, max_bytes))
+                with sftp.open(path, "rb") as f:
+                    f.seek(offset)
+                    return f.read(max(0, size - offset))
+            except FileNotFoundError:
+                return None
+
+    def listdir(self, remote_path):
+        path = self.expand(remote_path)
+        with self._mapped("list %s" % path):
+            return sorted(self._sftp().listdir(path))
+
+    def mkdirs(self, remote_path):
+        path = self.expand(remote_path)
+        with self._mapped("create folder %s" % path):
+            sftp = self._sftp()
+            current = "/" if path.startswith("/") else ""
+            for part in [p for p in path.split("/") if p]:
+                current = posixpath.join(current, part) if current else part
+                try:
+                    sftp.stat(current)
+                except FileNotFoundError:
+                    try:
+                        sftp.mkdir(current)
+                    except OSError:
+                        sftp.stat(current)  # made meanwhile by someone else: fine; else raise

@@ -1,0 +1,24 @@
+"""Session fixture: movenet-tiny in every variant, built once into a cache shared across runs.
+
+Test modules import `tiny_models` from here (tests/conftest.py is left to the suite as a whole).
+The cache is content-keyed, so a stale entry is impossible: a changed modelzoo.py or TensorFlow
+gives new keys and a rebuild (about 15 s per variant), an unchanged one costs milliseconds.
+"""
+
+import os
+
+import pytest
+
+TEST_CACHE = os.environ.get("BENCHFLEET_CACHE", "/tmp/benchfleet-test-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """{variant: Artifact} for movenet-tiny; skips when TensorFlow cannot build it here."""
+    from orchestrator import modelzoo
+    from orchestrator.errors import ModelBuildError
+    try:
+        return {v: modelzoo.build_model("movenet-tiny", v, cache_dir=TEST_CACHE)
+                for v in modelzoo.VARIANTS}
+    except ModelBuildError as exc:
+        pytest.skip(str(exc))

@@ -1,0 +1,176 @@
+"""The whole `benchfleet run` as a user runs it: a real CLI subprocess, real TFLite and TensorFlow
+inference on a generated model, over the local transport and over two real sshd devices.
+
+The printed table and results.csv must carry the numbers of the raw per-case results.
+"""
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent import schema
+from orchestrator import resultmodel
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = os.environ.get("BENCHFLEET_CACHE", "/tmp/benchfleet-test-cache")
+
+SUITE = {
+    "name": "e2e",
+    "settings": {"warmup_runs": 3, "warmup_min_s": 0.05, "runs": 30, "min_duration_s": 0.3,
+                 "max_duration_s": 10, "case_timeout_s": 240},
+    "cooldown": {"mode": "fixed", "seconds": 0.2},
+    "models": [{"name": "tiny", "builtin": "movenet-tiny",
+                "variants": ["tflite-fp32", "tflite-int8", "savedmodel"]},
+               {"name": "spin", "synthetic_ms": 0.5}],
+    "matrix": [{"runtime": "synthetic"},
+               {"runtime": "tflite", "models": ["tiny"], "threads": [1]},
+               {"runtime": "tensorflow", "models": ["tiny"]}],
+}
+CASES = 4   # synthetic, tflite fp32, tflite int8, tensorflow
+
+
+def run_cli(*args, timeout=600):
+    env = dict(os.environ, BENCHFLEET_CACHE=CACHE)
+    return subprocess.run([sys.executable, "-m", "orchestrator"] + [str(a) for a in args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump(SUITE, sort_keys=False))
+    return path
+
+
+def local_inventory(tmp_path):
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump({"devices": {"localhost": {
+        "transport": "local", "python": sys.executable, "workdir": str(tmp_path / "wd")}}}))
+    return path
+
+
+def only_run_dir(results):
+    runs = [p for p in results.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def check_run_outputs(run_dir, devices, stdout):
+    """Every file of a run is there and every number shown comes from the raw results."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["state"] == "finished" and set(manifest["devices"]) == set(devices)
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == CASES * len(devices)
+    table = stdout[stdout.index("\ncase ") + 1:]
+    assert all(d in table.splitlines()[0] for d in devices)
+    for row in rows:
+        raw = (run_dir / "raw" / row["device"] / (row["case_id"] + ".json")).read_text()
+        result = resultmodel.parse_result(raw)
+        assert schema.check_result(json.loads(raw)) == []
+        assert result.status == row["status"] == "ok", (row["reason"], row["label"])
+        lat = result.timing.latencies_ms
+        assert len(lat) == result.timing.runs >= 30
+        assert float(row["p50_ms"]) == pytest.approx(statistics.median(lat), rel=1e-9)
+        assert float(row["first_ms"]) == pytest.approx(result.timing.first_ms)
+        assert float(row["mean_ms"]) == pytest.approx(statistics.fmean(lat), rel=1e-9)
+        # The label's line in the printed table shows this p50 as formatted by the report.
+        from orchestrator.report import cell, flat_row
+        line = next(l for l in table.splitlines() if l.startswith(row["label"] + "  "))
+        assert cell(flat_row(json.loads(raw), row["device"])) in line
+    return rows
+
+
+@pytest.mark.slow
+def test_run_over_local_transport_prints_table_matching_raw_results(tmp_path, suite_file):
+    results = tmp_path / "results"
+    proc = run_cli("run", suite_file, "-i", local_inventory(tmp_path), "--results-dir", results)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = check_run_outputs(only_run_dir(results), ["localhost"], proc.stdout)
+    by_backend = {r["backend"] for r in rows}
+    assert by_backend == {"synthetic", "tflite", "tensorflow"}
+    spin = next(r for r in rows if r["backend"] == "synthetic")
+    assert float(spin["p50_ms"]) >= 0.5   # the busy-wait is a floor the harness cannot beat
+
+
+@pytest.mark.slow
+def test_run_over_two_ssh_devices_and_rerun_uploads_nothing(tmp_path, suite_file, ssh_lab):
+    inventory = ssh_lab.write_inventory(tmp_path / "lab.yaml", python=sys.executable)
+    results = tmp_path / "results"
+    proc = run_cli("run", suite_file, "-i", inventory, "--results-dir", results)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = [d.name for d in ssh_lab.devices]
+    check_run_outputs(only_run_dir(results), names, proc.stdout)
+    for dev in ssh_lab.devices:   # separate workdirs, each holding its own run
+        assert list(Path(dev.workdir, "runs").iterdir())
+    again = run_cli("run", suite_file, "-i", inventory, "--results-dir", tmp_path / "again")
+    assert again.returncode == 0, again.stdout + again.stderr
+    for name in names:
+        assert "[%s] deployed (0 file(s) uploaded)" % name in again.stdout
+
+
+@pytest.mark.slow
+def test_bad_device_fails_its_rows_and_never_stops_the_others(tmp_path, ssh_lab):
+    suite = dict(SUITE, matrix=[{"runtime": "synthetic"}], models=[SUITE["models"][1]])
+    suite_path = tmp_path / "spin.yaml"
+    suite_path.write_text(yaml.safe_dump(suite))
+    good = ssh_lab.devices[0]
+    inv = {"devices": {"good": dict(good.fields(), python=sys.executable),
+                       "gone": dict(good.fields(), port=1, connect_timeout_s=2.0),
+                       "stranger": dict(good.fields(), known_hosts=str(tmp_path / "empty_kh"))}}
+    (tmp_path / "empty_kh").write_text("")
+    inv_path = tmp_path / "inv.yaml"
+    inv_path.write_text(yaml.safe_dump(inv))
+    results = tmp_path / "results"
+    proc = run_cli("run", suite_path, "-i", inv_path, "--results-dir", results)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    with open(only_run_dir(results) / "results.csv") as f:
+        rows = {r["device"]: r for r in csv.DictReader(f)}
+    assert rows["good"]["status"] == "ok"
+    assert rows["gone"]["status"] == "failed" and "gone" in proc.stdout
+    assert rows["stranger"]["status"] == "failed"
+    assert "SHA256:" in rows["stranger"]["reason"]       # the fingerprint to check
+    assert "devices trust" in rows["stranger"]["reason"]  # and how to trust it
+    assert (tmp_path / "empty_kh").read_text() == ""      # never added silently
+
+
+def test_bad_inventory_exits_2_with_every_problem_and_runs_nothing(tmp_path, suite_file):
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "a.yaml").write_text("devices:\n  pi:\n    host: x\n    port: abc\n")
+    (tmp_path / "inv" / "b.yaml").write_text("devices:\n  pi:\n    host: y\n    colour: red\n")
+    results = tmp_path / "results"
+    proc = run_cli("run", suite_file, "-i", tmp_path / "inv", "--results-dir", results)
+    assert proc.returncode == 2
+    err = proc.stderr
+    assert "Traceback" not in err
+    assert "a.yaml: devices.pi.port:" in err
+    assert "b.yaml: devices.pi.colour: unknown field" in err
+    assert "duplicate" in err and "a.yaml" in err and "b.yaml" in err
+    assert not results.exists()
+
+
+def test_bad_suite_exits_2_naming_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodels:\n  - name: s\n    synthetic_ms: 1\n"
+                   "matrix:\n  - runtime: synthetic\n    threads: [one]\n")
+    proc = run_cli("plan", bad, "-i", local_inventory(tmp_path))
+    assert proc.returncode == 2
+    assert "bad.yaml: matrix[0].threads[0]:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plan_of_movenet_suite_explains_every_skip():
+    proc = run_cli("plan", "suites/movenet.yaml", "-i", "inventory")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for device in ("gtx1660-host", "rpi4-coral", "jetson-nano"):
+        assert device in out
+    skips = [l for l in out.splitlines() if l.strip().startswith("SKIP")]
+    assert skips and all("  " in l.strip()[5:] for l in skips)   # every skip carries a reason

@@ -1,0 +1,231 @@
+"""The executor against real agents: 2 sshd lab devices in parallel, and the local transport.
+
+The lab's sshd runs on this machine, so a test can reach into a device's workdir directly (to
+kill the agent or hold its lock) while the executor only sees it through SSH.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+
+import pytest
+
+import sshlab
+from agent import schema
+from orchestrator.agentpkg import build_agent_pyz
+from orchestrator.errors import AgentBusy
+from orchestrator.executor import DeviceRun, make_failed_result, run_device, run_devices
+from orchestrator.inventory import Device
+from orchestrator.poller import parse_result
+from orchestrator.transport import make_transport
+
+SETTINGS = {"warmup_runs": 2, "warmup_min_s": 0.0, "runs": 20, "min_duration_s": 0.05,
+            "max_duration_s": 5.0, "input_seed": 0, "input_pool": 1, "cv_max": 1.0,
+            "case_timeout_s": 60.0}
+
+
+@pytest.fixture(scope="module")
+def agent_pyz(tmp_path_factory):
+    return build_agent_pyz(str(tmp_path_factory.mktemp("agentpkg")))
+
+
+@pytest.fixture
+def blob(tmp_path):
+    """A content-addressed blob file: (sha256, path). The synthetic backend ignores its bytes."""
+    path = tmp_path / "model.bin"
+    path.write_bytes(os.urandom(4096))
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path
+
+
+def make_job(device, n=2, blob_sha=None, min_duration_s=0.05, run_id="20261122-000000-ab12"):
+    cases = []
+    for i in range(n):
+        settings = dict(SETTINGS, min_duration_s=min_duration_s)
+        cases.append({
+            "case_id": "c-%010d" % i, "label": "synthetic %d" % i,
+            "model": {"name": "synthetic", "variant": "busy", "format": "synthetic",
+                      "sha256": blob_sha, "path": "blobs/" + blob_sha if blob_sha else None,
+                      "synthetic_ms": 0.2},
+            "runtime": {"backend": "synthetic", "threads": 1, "affinity": None,
+                        "precision": "fp32", "options": {}},
+            "settings": settings})
+    return {"schema_version": 1, "kind": "benchfleet.job", "run_id": run_id,
+            "nonce": os.urandom(8).hex(), "device": device.name,
+            "cooldown": {"mode": "none", "seconds": 0.0}, "cases": cases}
+
+
+def lab_device(lab_dev, tmp_path, **overrides):
+    """The lab device with a workdir of this test's own (so the first run uploads everything)."""
+    return lab_dev.as_device(workdir=str(tmp_path / ("wd-" + lab_dev.name)), **overrides)
+
+
+def local_device(tmp_path):
+    return Device(name="local", transport="local", python=sys.executable,
+                  workdir=str(tmp_path / "wd-local"))
+
+
+class Events:
+    def __init__(self):
+        self.lock, self.seen = threading.Lock(), []
+
+    def __call__(self, name, event):
+        with self.lock:
+            self.seen.append((name, event))
+
+    def kinds(self, name):
+        return [e["event"] for n, e in self.seen if n == name]
+
+
+def assert_valid(outcome, job):
+    assert [r["case_id"] for r in outcome.results] == [c["case_id"] for c in job["cases"]]
+    for doc in outcome.results:
+        assert schema.check_result(doc) == []
+        assert doc["nonce"] == job["nonce"]
+
+
+def test_two_lab_devices_and_local_run_in_parallel_and_rerun_uploads_nothing(
+        ssh_lab, tmp_path, agent_pyz, blob):
+    devices = [lab_device(d, tmp_path) for d in ssh_lab.devices] + [local_device(tmp_path)]
+    events = Events()
+
+    def runs(tag):
+        specs = []
+        for d in devices:
+            job = make_job(d, blob_sha=blob[0], run_id="20261122-000000-%s" % tag)
+            specs.append(DeviceRun(d, job, {blob[0]: blob[1]}, agent_pyz, tmp_path / tag / d.name))
+        return specs
+
+    first_specs = runs("aaaa")
+    first = run_devices(first_specs, max_workers=3, on_event=events, poll_interval=0.2)
+    assert [o.device for o in first] == ["lab1", "lab2", "local"]
+    for outcome, spec in zip(first, first_specs):
+        assert outcome.error is None, outcome.error
+        assert_valid(outcome, spec.job)
+        assert {r["status"] for r in outcome.results} == {"ok"}
+        assert sorted(outcome.uploads) == sorted(["agent/%s.pyz" % agent_pyz[1], "blobs/" + blob[0]])
+        raw = json.loads((spec.raw_dir / (spec.job["cases"][0]["case_id"] + ".json")).read_text())
+        assert raw["case_id"] == spec.job["cases"][0]["case_id"]
+        for kind in ("run_start", "case_start", "case_end", "run_end"):
+            assert kind in events.kinds(outcome.device)
+    second = run_devices(runs("bbbb"), max_workers=3, on_event=events, poll_interval=0.2)
+    assert [(o.error, o.uploads) for o in second] == [(None, [])] * 3
+
+
+@pytest.mark.parametrize("where", ["ssh", "local"])
+def test_killed_agent_keeps_finished_cases_and_marks_the_rest_agent_lost(
+        where, ssh_lab, tmp_path, agent_pyz):
+    device = lab_device(ssh_lab.devices[0], tmp_path) if where == "ssh" else local_device(tmp_path)
+    job = make_job(device, n=4, min_duration_s=1.0)
+    out = os.path.join(device.workdir, "runs", job["run_id"], "out")
+
+    def on_event(name, event):
+        if event.get("event") == "case_end" and event.get("index") == 0:
+            with open(os.path.join(out, "status.json")) as f:
+                pid = json.load(f)["pid"]
+            if where == "ssh":
+                os.kill(pid, signal.SIGKILL)  # the agent alone: its wrapper records exit 137
+            else:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)  # everything: only the heartbeat tells
+
+    with make_transport(device) as t:
+        outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", on_event,
+                             poll_interval=0.2, stall_timeout_s=3.0)
+    assert_valid(outcome, job)
+    assert outcome.results[0]["status"] == "ok"
+    assert (tmp_path / "raw" / (job["cases"][0]["case_id"] + ".json")).exists()
+    last = outcome.results[-1]
+    assert (last["status"], last["substatus"]) == ("failed", "agent_lost")
+    assert "agent.log tail" in last["reason"]
+    expected = "code 137" if where == "ssh" else "no heartbeat change"
+    assert expected in last["reason"] and expected in outcome.error
+
+
+def test_wrong_port_on_one_device_does_not_stop_the_other(ssh_lab, tmp_path, agent_pyz):
+    good = lab_device(ssh_lab.devices[0], tmp_path)
+    bad = lab_device(ssh_lab.devices[1], tmp_path, port=sshlab.free_port())
+    specs = [DeviceRun(d, make_job(d), {}, agent_pyz, tmp_path / d.name) for d in (bad, good)]
+    outcomes = run_devices(specs, max_workers=2, poll_interval=0.2)
+    assert [o.device for o in outcomes] == ["lab2", "lab1"]
+    assert "lab2" in outcomes[0].error and "connection refused" in outcomes[0].error
+    assert [(r["status"], r["substatus"]) for r in outcomes[0].results] == [("failed", "error")] * 2
+    assert_valid(outcomes[0], specs[0].job)
+    assert outcomes[1].error is None
+    assert [r["status"] for r in outcomes[1].results] == ["ok", "ok"]
+
+
+def test_busy_device_gives_agent_busy_naming_the_lock(ssh_lab, tmp_path, agent_pyz):
+    device = lab_device(ssh_lab.devices[1], tmp_path)
+    os.makedirs(device.workdir)
+    job = make_job(device)
+    with open(os.path.join(device.workdir, "agent.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # an orphaned agent still holding the workdir
+        with make_transport(device) as t:
+            outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", poll_interval=0.2)
+    assert isinstance(outcome.exception, AgentBusy)
+    assert "agent.lock" in outcome.error
+    assert [r["substatus"] for r in outcome.results] == ["error", "error"]
+    assert_valid(outcome, job)
+
+
+def test_untrusted_result_bytes_are_checked():
+    job = make_job(Device(name="x", transport="local"), n=1)
+    case = job["cases"][0]
+    good = make_failed_result(job, case, "error", "boom")
+    assert parse_result(json.dumps(good).encode(), job, case["case_id"]) == (good, [])
+    stale = dict(good, nonce="yesterday")
+    assert any("nonce" in p for p in parse_result(json.dumps(stale).encode(), job,
+                                                  case["case_id"])[1])
+    nan = json.dumps(good)[:-1] + ', "x": NaN}'
+    assert "NaN" in parse_result(nan.encode(), job, case["case_id"])[1][0]
+    assert parse_result(b"\xff", job, case["case_id"])[0] is None
+
+
+def test_dropped_ssh_connection_reconnects_and_the_run_completes(ssh_lab, tmp_path, agent_pyz):
+    lab_dev = ssh_lab.devices[1]
+    device = lab_device(lab_dev, tmp_path)
+    job = make_job(device, n=3, min_duration_s=0.7)
+    events, dropped = Events(), []
+
+    def on_event(name, event):
+        events(name, event)
+        if event.get("event") == "case_start" and event.get("index") == 1 and not dropped:
+            dropped.extend(lab_dev.drop_connections())
+
+    with make_transport(device) as t:
+        outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", on_event,
+                             poll_interval=0.2, stall_timeout_s=10.0)
+    assert dropped, "no sshd session process was found to kill"
+    assert outcome.error is None, outcome.error
+    assert [r["status"] for r in outcome.results] == ["ok", "ok", "ok"]
+    notes = [e["text"] for n, e in events.seen if e["event"] == "note"]
+    assert any("reconnecting" in text for text in notes)
+
+
+def test_case_backstop_times_out_a_case_the_agent_did_not_end(tmp_path, agent_pyz):
+    device = local_device(tmp_path)
+    job = make_job(device, n=2, min_duration_s=3.0)
+    job["cases"][0]["settings"]["case_timeout_s"] = 1.0
+    out = os.path.join(device.workdir, "runs", job["run_id"], "out")
+    frozen = []
+
+    def on_event(name, event):
+        if event.get("event") == "case_start" and not frozen:
+            with open(os.path.join(out, "status.json")) as f:
+                frozen.append(os.getpgid(json.load(f)["pid"]))
+            os.killpg(frozen[0], signal.SIGSTOP)  # a wedged agent: its own timeout never fires
+
+    try:
+        with make_transport(device) as t:
+            outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", on_event,
+                                 poll_interval=0.2, stall_timeout_s=60.0, case_margin_s=1.0)
+    finally:
+        if frozen:
+            os.killpg(frozen[0], signal.SIGCONT)  # lets the queued SIGTERM stop it
+    assert_valid(outcome, job)
+    assert [(r["status"], r["substatus"]) for r in outcome.results] == [
+        ("failed", "timeout"), ("failed", "agent_lost")]
+    assert "case_timeout_s 1" in outcome.results[0]["reason"]
