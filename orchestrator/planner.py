@@ -9,11 +9,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+from agent.backends import planned_backends
 from orchestrator.errors import ConfigError
 
 # Backend -> the accelerator a device must declare in its inventory file.
 NEEDS_ACCELERATOR = {"edgetpu": "edgetpu", "tf-trt": "gpu-nvidia", "tensorrt": "gpu-nvidia"}
-NOT_IN_THIS_VERSION = ("edgetpu", "tf-trt", "onnxruntime", "tensorrt")
 # Backend -> (probe runtime modules, any one is enough; reason; hint).
 RUNTIME_MODULES = {
     "tflite": (("ai_edge_litert", "tflite_runtime", "tensorflow"),
@@ -246,7 +246,7 @@ def _skip(spec, runtime, device, probe):
         return ("%s needs a %s accelerator; the inventory declares %s" % (backend, need, declared),
                 "add %s to accelerators in %s if the device has one"
                 % (need, device.source or "its inventory file"))
-    if backend in NOT_IN_THIS_VERSION:
+    if backend in planned_backends():
         return "%s backend is not available in this agent version" % backend, "planned (issue 3)"
     if probe is None:
         return None

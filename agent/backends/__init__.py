@@ -17,6 +17,11 @@ _REGISTRY = {
 _PLANNED = ("edgetpu", "tf-trt", "onnxruntime", "tensorrt")
 
 
+def planned_backends():
+    """Backend names the schema knows but this agent version does not implement (plan skips them)."""
+    return _PLANNED
+
+
 def allowed_names():
     return tuple(sorted(_REGISTRY)) + _PLANNED
 
