@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from agent import schema
+from orchestrator import resultmodel
 from agent.fsutil import atomic_write_bytes  # tmp, fsync, rename, fsync folder
 
 log = logging.getLogger(__name__)
@@ -28,17 +29,16 @@ class Verdict:
     case_id: str | None = None
 
 
-def _reject_constant(name):
-    raise ValueError("%s is not allowed in a result" % name)
-
-
 def parse_result(raw, job, case_id):
     """(doc, problems) for the bytes of <case_id>.json; problems empty when the result is usable."""
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        doc = json.loads(raw.decode("utf-8"), parse_constant=resultmodel.reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         return None, ["not valid JSON: %s" % exc]
     problems = schema.check_result(doc)
+    if not problems:
+        # The controller's own pydantic mirror too: the two must agree (tests/test_contract.py).
+        problems = resultmodel.model_problems(doc)
     if isinstance(doc, dict):
         # A stale file from an earlier run, or one copied from another case, is not this result.
         if doc.get("nonce") != job.get("nonce"):
@@ -99,7 +99,7 @@ class RunPoller:
         self.offset += end
         for line in data[:end].splitlines():
             try:
-                event = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+                event = json.loads(line.decode("utf-8"), parse_constant=resultmodel.reject_constant)
             except ValueError:
                 log.warning("%s: ignoring a bad events.jsonl line: %r", self.t.name, line[:200])
                 continue

@@ -124,18 +124,26 @@ def migrate(doc: dict) -> dict:
                      % (version, schema.SCHEMA_VERSION))
 
 
-def _reject_constant(name: str) -> float:
+def reject_constant(name: str) -> float:
     raise ValueError("result contains %s, which is not a number" % name)
+
+
+def model_problems(doc) -> list[str]:
+    """'field.path: message' for every way `doc` fails the controller's model (empty when valid)."""
+    try:
+        Result.model_validate(doc)
+    except ValidationError as exc:
+        return ["%s: %s" % (".".join(str(p) for p in e["loc"]) or "result", e["msg"])
+                for e in exc.errors()]
+    return []
 
 
 def parse_result(raw: bytes | str) -> Result:
     """Parse and validate one raw result; raises ValueError with a readable message."""
     if isinstance(raw, bytes) and len(raw) > schema.MAX_RESULT_BYTES:
         raise ValueError("result larger than %d bytes" % schema.MAX_RESULT_BYTES)
-    doc = json.loads(raw, parse_constant=_reject_constant)
-    try:
-        return Result.model_validate(migrate(doc))
-    except ValidationError as exc:
-        lines = ["%s: %s" % (".".join(str(p) for p in e["loc"]) or "result", e["msg"])
-                 for e in exc.errors()]
-        raise ValueError("; ".join(lines)) from None
+    doc = migrate(json.loads(raw, parse_constant=reject_constant))
+    problems = model_problems(doc)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return Result.model_validate(doc)

@@ -11,6 +11,8 @@ import sshlab
 def ssh_lab(tmp_path_factory):
     """An SshLab with 2 running sshd devices (lab.devices); skipped only if sshd is missing."""
     reason = sshlab.sshd_missing_reason()
+    if reason and os.environ.get("BENCHFLEET_REQUIRE_SSHD"):
+        pytest.fail("BENCHFLEET_REQUIRE_SSHD is set: %s" % reason)
     if reason:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("sshlab")
