@@ -12,7 +12,7 @@ import re
 import socket
 import sys
 
-from agent import AGENT_VERSION, fsutil
+from agent import AGENT_VERSION, fsutil, probe_hw
 from agent.worker import thermal_temps
 
 # module -> distribution names that provide it (the first installed one gives the version).
@@ -26,6 +26,19 @@ RUNTIMES = (
     ("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino")),
     ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu11")),
 )
+
+# module -> the command that installs it, shown when it is missing.
+HINTS = {
+    "numpy": "pip install numpy",
+    "tensorflow": "pip install tensorflow (on a Jetson: NVIDIA's JetPack TensorFlow wheel)",
+    "ai_edge_litert": "pip install ai-edge-litert",
+    "tflite_runtime": "pip install tflite-runtime (Python >= 3.9: pip install ai-edge-litert)",
+    "pycoral": "sudo apt-get install python3-pycoral (Coral apt repository)",
+    "onnxruntime": "pip install onnxruntime (onnxruntime-gpu for CUDA)",
+    "tensorrt": "pip install tensorrt (on a Jetson it comes with JetPack: "
+                "sudo apt-get install python3-libnvinfer)",
+}
+EDGETPU_HINT = "sudo apt-get install libedgetpu1-std"
 
 
 def _read(root, rel):
@@ -148,13 +161,80 @@ def runtime(module, dists, installed):
             "reason": None if version else "installed, version unknown"}
 
 
-def runtimes():
+def _package_dir(module):
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    locations = list(getattr(spec, "submodule_search_locations", None) or []) if spec else []
+    return locations[0] if locations else None
+
+
+def tf_tensorrt(root="/"):
+    """Whether the installed TensorFlow was built with TensorRT, read from its files (no import:
+    importing TensorFlow takes seconds). build_info.py says so on TF >= 2.5; the TF-TRT python
+    package ships in every wheel, so libnvinfer must be findable as well."""
+    folder = _package_dir("tensorflow")
+    info = fsutil.read_text(os.path.join(folder or "", "python/platform/build_info.py"),
+                            limit=200000) if folder else None
+    flag = re.search(r"['\"]is_tensorrt_build['\"]\s*[,:]\s*(True|False)", info or "")
+    built = (flag.group(1) == "True") if flag else None
+    trt_convert = bool(folder) and os.path.isfile(
+        os.path.join(folder, "python/compiler/tensorrt/trt_convert.py"))
+    lib = probe_hw.find_library(root, "nvinfer")
+    usable = bool(built is not False and trt_convert and lib)
+    reason = None
+    if not usable:
+        reason = ("tensorflow not installed" if not folder else
+                  "tensorflow built without TensorRT" if built is False else
+                  "no tensorflow/python/compiler/tensorrt" if not trt_convert else
+                  "libnvinfer not found (TensorRT not installed)")
+    return {"built_with_tensorrt": built, "trt_convert": trt_convert, "libnvinfer": lib,
+            "usable": usable, "reason": reason}
+
+
+def onnxruntime_provider_libs():
+    """Execution-provider libraries shipped in the installed onnxruntime (cuda, tensorrt, ...).
+    The providers themselves are only known after importing it, at run time."""
+    folder = _package_dir("onnxruntime")
+    names = []
+    try:
+        names = os.listdir(os.path.join(folder, "capi")) if folder else []
+    except OSError:
+        pass
+    found = set()
+    for name in names:
+        match = re.match(r"^(?:lib)?onnxruntime_providers_(\w+?)\.(?:so|dll|dylib)", name)
+        if match and match.group(1) != "shared":
+            found.add(match.group(1))
+    return sorted(found)
+
+
+def runtimes(root="/"):
+    """Every RUNTIMES module: {"available", "version", "reason", "hint"} plus runtime extras
+    (tensorflow: "tensorrt"; pycoral: "libedgetpu"; onnxruntime: "providers")."""
     installed = installed_dists(sys.path)
-    return dict((module, runtime(module, dists, installed)) for module, dists in RUNTIMES)
+    found = dict((module, runtime(module, dists, installed)) for module, dists in RUNTIMES)
+    coral = found["pycoral"]
+    coral["libedgetpu"] = probe_hw.find_library(root, "edgetpu")
+    if not coral["available"]:
+        coral["reason"] = "pycoral not installed: %s" % HINTS["pycoral"]
+    elif not coral["libedgetpu"]:
+        coral.update(available=False, hint=EDGETPU_HINT,
+                     reason="libedgetpu.so.1 not found: %s" % EDGETPU_HINT)
+    found["tensorflow"]["tensorrt"] = tf_tensorrt(root)
+    found["tensorrt"]["libnvinfer"] = found["tensorflow"]["tensorrt"]["libnvinfer"]
+    ort = found["onnxruntime"]
+    ort.update(providers=None, providers_reason="known at run time",
+               provider_libs=onnxruntime_provider_libs() if ort["available"] else [])
+    for module, entry in found.items():
+        entry.setdefault("hint", None if entry["available"] else HINTS.get(module))
+    return found
 
 
 def probe(root="/"):
     """The whole probe document (see docs/PROTOCOL.md `probe`). Never raises for a missing file."""
+    model = device_model(root)
     return {
         "agent_version": AGENT_VERSION,
         "platform": platform.platform(),
@@ -167,8 +247,13 @@ def probe(root="/"):
         "governor": governor(root),
         "isolcpus": isolcpus(root),
         "memory": memory(root),
-        "device_model": device_model(root),
+        "device_model": model,
         "jetson": jetson(root),
+        "jetson_info": probe_hw.jetson_info(root),
+        "raspberry_pi": probe_hw.raspberry_pi(root, model),
+        "gpu": probe_hw.gpu(root),
+        "coral": probe_hw.coral(root),
         "thermal_zones": thermal_zones(root),
-        "runtimes": runtimes(),
+        "power_sensors": probe_hw.power_sensors(root),
+        "runtimes": runtimes(root),
     }

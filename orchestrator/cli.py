@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from orchestrator.errors import ConfigError, OrchestratorError
@@ -153,7 +154,10 @@ def main(argv=None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("benchfleet: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Device threads may still be blocked in a poll; exiting normally would join them.
+        os._exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

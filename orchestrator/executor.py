@@ -252,6 +252,11 @@ def run_devices(runs, max_workers=8, on_event=None, **kwargs):
 
     if not runs:
         return []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(runs))),
-                                               thread_name_prefix="device") as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(runs))),
+                                                 thread_name_prefix="device")
+    try:
         return list(pool.map(one, runs))
+    finally:
+        # On Ctrl-C do not wait for devices that are still polling: the agents run detached
+        # and every result already fetched is on disk.
+        pool.shutdown(wait=False, cancel_futures=True)

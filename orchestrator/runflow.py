@@ -18,7 +18,7 @@ from pathlib import Path
 from agent import schema
 from agent.fsutil import atomic_write_json, atomic_write_text
 from orchestrator import __version__
-from orchestrator.errors import ModelBuildError, OrchestratorError
+from orchestrator.errors import ConfigError, ModelBuildError, OrchestratorError
 
 
 def cache_root() -> Path:
@@ -187,7 +187,11 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
     the_plan = make_plan(suite, inventory, devices=devices, probes=cached_probes(inventory))
     run_id, nonce = new_run_id(), secrets.token_hex(16)
     summary = RunSummary(run_id, Path(results_dir) / run_id)
-    (summary.run_dir / "raw").mkdir(parents=True, exist_ok=True)
+    try:
+        (summary.run_dir / "raw").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("--results-dir %s: cannot create %s: %s; pick a writable folder"
+                          % (results_dir, summary.run_dir, exc.strerror or exc)) from None
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _manifest(summary, suite_path, inventory_paths, the_plan, "running", started_at=started)
     progress.say("controller", "run %s: %s" % (run_id, summary.run_dir))
@@ -206,7 +210,14 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
         if job["cases"]:
             runs.append(executor.DeviceRun(dplan.device, job, blobs, (Path(pyz[0]), pyz[1]),
                                            raw_dir))
-    outcomes = {o.device: o for o in executor.run_devices(runs, max_parallel, progress.event)}
+    try:
+        outcomes = {o.device: o for o in executor.run_devices(runs, max_parallel, progress.event)}
+    except KeyboardInterrupt:
+        _manifest(summary, suite_path, inventory_paths, the_plan, "interrupted",
+                  started_at=started, nonce=nonce)
+        progress.say("controller", "interrupted: results fetched so far are in %s/raw; agents "
+                     "already started keep running on their devices" % summary.run_dir)
+        raise
 
     by_device = {}
     for dplan in the_plan.devices:
