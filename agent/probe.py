@@ -61,6 +61,25 @@ def cpu_model(root="/"):
     return None
 
 
+# (CPU implementer, CPU part) from ARM cpuinfo -> core name; ARM boards give no "model name".
+ARM_CORES = {
+    ("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd05"): "Cortex-A55", ("0x41", "0xd07"): "Cortex-A57",
+    ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd41"): "Cortex-A78",
+    ("0x41", "0xd42"): "Cortex-A78AE", ("0x41", "0xd0c"): "Neoverse-N1", ("0x4e", "0x004"): "Carmel",
+}
+
+
+def arm_core(root="/"):
+    """Core name of an ARM CPU (e.g. Cortex-A72 on a Pi 4) from cpuinfo's implementer/part ids."""
+    text = _read(root, "proc/cpuinfo") or ""
+    impl = re.search(r"^CPU implementer\s*:\s*(0x[0-9a-fA-F]+)", text, re.M)
+    part = re.search(r"^CPU part\s*:\s*(0x[0-9a-fA-F]+)", text, re.M)
+    if not (impl and part):
+        return None
+    key = (impl.group(1).lower(), part.group(1).lower())
+    return ARM_CORES.get(key, "ARM %s:%s" % key)
+
+
 def cores(root="/"):
     """Logical cores listed in cpuinfo, and those this process may use (affinity)."""
     text = _read(root, "proc/cpuinfo") or ""
@@ -243,6 +262,7 @@ def probe(root="/"):
         "python": {"version": platform.python_version(), "executable": sys.executable,
                    "implementation": platform.python_implementation()},
         "cpu_model": cpu_model(root),
+        "cpu_core": arm_core(root),
         "cores": cores(root),
         "governor": governor(root),
         "isolcpus": isolcpus(root),

@@ -1,7 +1,7 @@
 """The `benchfleet` command line: the only place that prints errors and picks the exit code.
 
 Exit codes: 0 every case ok or skipped, 1 some case failed, 2 bad input or usage, 130 interrupted.
-Heavy imports (pandas, tensorflow, fabric) happen inside the verbs, so --help starts fast.
+Heavy imports (tensorflow, fabric, paramiko) happen inside the verbs, so --help starts fast.
 """
 
 from __future__ import annotations
