@@ -155,13 +155,7 @@ def check_job(job):
     problems = []
     if not isinstance(job, dict):
         return ["job: expected an object"]
-    _unknown(problems, job, "", JOB_FIELDS)
-    version = _check_type(problems, job, "", "schema_version", int)
-    if version is not None and version != SCHEMA_VERSION:
-        _problem(problems, "schema_version", "agent speaks %d, job is %d" % (SCHEMA_VERSION, version))
-    kind = _check_type(problems, job, "", "kind", str)
-    if kind is not None and kind != JOB_KIND:
-        _problem(problems, "kind", "expected %r" % JOB_KIND)
+    _check_header(problems, job, JOB_FIELDS, JOB_KIND)
     for key in ("run_id", "nonce", "device"):
         _check_type(problems, job, "", key, str)
     cooldown = _check_type(problems, job, "", "cooldown", dict)
@@ -179,6 +173,18 @@ def check_job(job):
             _problem(problems, "cases[%d].case_id" % i, "duplicate case_id %r" % cid)
         seen.add(cid)
     return problems
+
+
+def _check_header(problems, doc, fields, kind):
+    """Unknown top-level fields, schema_version and kind: the same rule for jobs and results."""
+    _unknown(problems, doc, "", fields)
+    version = _check_type(problems, doc, "", "schema_version", int)
+    if version is not None and version != SCHEMA_VERSION:
+        _problem(problems, "schema_version", "this agent speaks version %d, the document is %d"
+                 % (SCHEMA_VERSION, version))
+    value = _check_type(problems, doc, "", "kind", str)
+    if value is not None and value != kind:
+        _problem(problems, "kind", "expected %r" % kind)
 
 
 def _unknown(problems, doc, path, allowed):
@@ -209,13 +215,7 @@ def check_result(doc):
     problems = []
     if not isinstance(doc, dict):
         return ["result: expected an object"]
-    _unknown(problems, doc, "", RESULT_FIELDS)
-    version = _check_type(problems, doc, "", "schema_version", int)
-    if version is not None and version != SCHEMA_VERSION:
-        _problem(problems, "schema_version", "expected %d, got %d" % (SCHEMA_VERSION, version))
-    kind = _check_type(problems, doc, "", "kind", str)
-    if kind is not None and kind != RESULT_KIND:
-        _problem(problems, "kind", "expected %r" % RESULT_KIND)
+    _check_header(problems, doc, RESULT_FIELDS, RESULT_KIND)
     for key in ("run_id", "nonce", "case_id", "agent_version", "started_at", "finished_at"):
         _check_type(problems, doc, "", key, str)
     _check_type(problems, doc, "", "label", str, required=False)
