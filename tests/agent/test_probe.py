@@ -75,7 +75,7 @@ def test_probe_of_this_host_is_fast_and_lists_every_runtime():
     assert time.perf_counter() - start < 1.0
     assert set(doc["runtimes"]) == set(m for m, _ in probe.RUNTIMES)
     for rt in doc["runtimes"].values():
-        assert {"available", "version", "reason", "hint"} == set(rt)
+        assert {"available", "version", "reason", "hint"} <= set(rt)
         assert rt["available"] or rt["hint"]
         assert rt["available"] or rt["reason"]
 
