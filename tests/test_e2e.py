@@ -62,13 +62,13 @@ def only_run_dir(results):
     return runs[0]
 
 
-def check_run_outputs(run_dir, devices, stdout):
+def check_run_outputs(run_dir, devices, stdout, cases=CASES):
     """Every file of a run is there and every number shown comes from the raw results."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["state"] == "finished" and set(manifest["devices"]) == set(devices)
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == CASES * len(devices)
+    assert len(rows) == cases * len(devices)
     table = stdout[stdout.index("\ncase ") + 1:]
     assert all(d in table.splitlines()[0] for d in devices)
     for row in rows:
@@ -77,7 +77,7 @@ def check_run_outputs(run_dir, devices, stdout):
         assert schema.check_result(json.loads(raw)) == []
         assert result.status == row["status"] == "ok", (row["reason"], row["label"])
         lat = result.timing.latencies_ms
-        assert len(lat) == result.timing.runs >= 30
+        assert len(lat) == result.timing.runs >= result.settings["runs"]
         assert float(row["p50_ms"]) == pytest.approx(statistics.median(lat), rel=1e-9)
         assert float(row["first_ms"]) == pytest.approx(result.timing.first_ms)
         assert float(row["mean_ms"]) == pytest.approx(statistics.fmean(lat), rel=1e-9)
@@ -114,6 +114,18 @@ def test_run_over_two_ssh_devices_and_rerun_uploads_nothing(tmp_path, suite_file
     assert again.returncode == 0, again.stdout + again.stderr
     for name in names:
         assert "[%s] deployed (0 file(s) uploaded)" % name in again.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_suite_over_localhost_and_two_ssh_devices(tmp_path, ssh_lab):
+    """The README's quickstart suite itself, on this machine and two loopback SSH devices."""
+    lab = ssh_lab.write_inventory(tmp_path / "lab.yaml", python=sys.executable)
+    results = tmp_path / "results"
+    proc = run_cli("run", "suites/quickstart.yaml", "-i", lab, "-i", local_inventory(tmp_path),
+                   "--results-dir", results, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = [d.name for d in ssh_lab.devices] + ["localhost"]
+    check_run_outputs(only_run_dir(results), names, proc.stdout, cases=6)
 
 
 @pytest.mark.slow
