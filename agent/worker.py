@@ -146,7 +146,36 @@ def resolve_model_path(job_path, case):
     return path
 
 
-def _measure(job_path, case, doc):
+def keep_artifacts(backend, out_dir, case_id):
+    """Copy the files a backend lists in `artifacts` ({name: path}, e.g. a profile) to
+    out/<case_id>.<name>, next to the result; returns {name: file name in out}."""
+    kept = {}
+    for name, path in sorted((getattr(backend, "artifacts", None) or {}).items()):
+        if out_dir and path and os.path.isfile(path):
+            target = "%s.%s" % (case_id, name)
+            shutil.copyfile(path, os.path.join(out_dir, target))
+            kept[name] = target
+    return kept
+
+
+_LIFTED_FACTS = ("version", "delegate", "provider", "providers_missing", "delegation",
+                 "validity_reasons")
+
+
+def _jsonable(value):
+    """`value` as plain JSON types; anything else becomes its str() (never a failed result)."""
+    if isinstance(value, dict):
+        return dict((str(k), _jsonable(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    return str(value)
+
+
+def _measure(job_path, case, doc, out_dir=None):
     """Fill `doc` for an ok case: affinity, backend, harness, validity. Exceptions propagate."""
     runtime = case.get("runtime") or {}
     env = doc["environment"]
@@ -154,20 +183,28 @@ def _measure(job_path, case, doc):
     env["readiness"] = readiness()
     cls = get_backend_class(runtime.get("backend"))
     backend = cls(case, resolve_model_path(job_path, case))
+    backend.workdir = fsutil.workdir_for_job(job_path)  # device-side build caches: WORKDIR/cache
     try:
         measured = harness.run_measurement(backend, case["settings"])
         facts = backend.describe() or {}
+        env["artifacts"] = keep_artifacts(backend, out_dir, case.get("case_id"))
     finally:
         backend.close()
     env["readiness_after"] = readiness()
     for key in ("version", "delegate", "provider"):
         doc["runtime"][key] = facts.get(key)
+    if facts.get("providers_missing"):  # asked for but silently not used (onnxruntime)
+        doc["runtime"]["providers_missing"] = list(facts["providers_missing"])
     doc["delegation"] = facts.get("delegation") or {}
+    # Everything else a backend says (cache hit/miss, GPU, what is timed) stays with the result.
+    env["backend"] = _jsonable({k: v for k, v in facts.items() if k not in _LIFTED_FACTS})
     doc["timing"] = measured["timing"]
     doc["memory"] = measured["memory"]
     extra = []
     if env["affinity"]["requested"] is not None and env["affinity"]["applied"] is None:
         extra.append("affinity not applied: %s" % env["affinity"]["reason"])
+    # A backend may invalidate its own run (e.g. delegate fallback under require_full_delegation).
+    extra.extend(facts.get("validity_reasons") or [])
     doc["validity"] = harness.validity(doc["timing"], case["settings"], extra)
 
 
@@ -196,7 +233,7 @@ def run_case(job_path, case_id, out_dir):
     doc = base_result(job, case, "ok")
     doc["cooldown"] = _cooldown_record()
     try:
-        _measure(job_path, case, doc)
+        _measure(job_path, case, doc, out_dir)
     except BackendUnavailable as exc:
         doc.update(status="skipped", reason=exc.reason, hint=exc.hint, timing=None, validity=None)
     except BadModel as exc:

@@ -101,6 +101,11 @@ def cmd_run(args) -> int:
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
+def cmd_models_build(args) -> int:
+    from orchestrator.modelcli import build_variants
+    return build_variants(args.source, args.variants, args.representative, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchfleet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -136,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default="results", help="where <run-id>/ goes (default results/)")
     p.add_argument("--parallel", type=int, default=8, help="devices at once (default 8)")
     p.set_defaults(func=cmd_run)
+
+    models = sub.add_parser("models", help="build model variants")
+    msub = models.add_subparsers(dest="models_verb", required=True, metavar="ACTION")
+    p = msub.add_parser("build", help="TFLite fp32/fp16/int8, ONNX, Edge TPU from a built-in "
+                        "model or a SavedModel folder (content-hashed, cached)")
+    p.add_argument("source", metavar="NAME|PATH", help="a built-in model or a SavedModel folder")
+    p.add_argument("--variants", help="comma-separated (default tflite-fp32,tflite-fp16,"
+                   "tflite-int8,onnx; also savedmodel, int8-edgetpu)")
+    p.add_argument("--representative", metavar="DIR", help="int8 calibration samples: .npy "
+                   "files (or images with Pillow) shaped like the model input")
+    p.add_argument("--out", metavar="DIR", help="also copy each variant here")
+    p.set_defaults(func=cmd_models_build)
     return parser
 
 

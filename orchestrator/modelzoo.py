@@ -7,6 +7,7 @@ single-pose heads, and the decoding step to [1, 1, 17, 3] (y, x, score) inside t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -17,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from orchestrator import variants
 from orchestrator.artifacts import Artifact, pack_savedmodel, sha256_file
 from orchestrator.errors import ConfigError, ModelBuildError
 
@@ -28,7 +30,9 @@ BUILTINS = {
     # seconds; its latencies say nothing about MoveNet's.
     "movenet-tiny": (96, 0.35, 24),
 }
-VARIANTS = ("savedmodel", "tflite-fp32", "tflite-int8")
+VARIANTS = tuple(variants.VARIANT_FORMATS)
+# Built by TensorFlow alone (onnx also needs tf2onnx, int8-edgetpu the edgetpu_compiler).
+CORE_VARIANTS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-int8")
 DEFAULT_SEED = 0
 KEYPOINTS = 17
 _TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly",
@@ -47,9 +51,9 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "benchfleet" / "models"
 
 
-def _tf_version() -> str | None:
+def _version(*dists) -> str | None:
     # Read from package metadata so a cache hit never pays for importing TensorFlow.
-    for dist in _TF_DISTRIBUTIONS:
+    for dist in dists:
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -57,40 +61,116 @@ def _tf_version() -> str | None:
     return None
 
 
-def cache_key(name: str, variant: str, seed: int = DEFAULT_SEED) -> str:
-    """sha256 of everything a build depends on: this module's code, the model, seed, TF version."""
-    source = Path(__file__).read_bytes()
-    text = json.dumps([name, variant, seed, _tf_version()])
-    return hashlib.sha256(source + b"\0" + text.encode()).hexdigest()
+def _tf_version() -> str | None:
+    return _version(*_TF_DISTRIBUTIONS)
 
 
-def build_model(name: str, variant: str, cache_dir=None, seed: int = DEFAULT_SEED) -> Artifact:
+def _key(parts: list) -> str:
+    """sha256 of the build code (this module and variants.py), the inputs and tool versions."""
+    source = Path(__file__).read_bytes() + b"\0" + Path(variants.__file__).read_bytes()
+    tools = [_tf_version()] + ([_version("tf2onnx"), _version("onnx")] if "onnx" in parts else [])
+    return hashlib.sha256(source + b"\0" + json.dumps(parts + tools).encode()).hexdigest()
+
+
+def cache_key(name: str, variant: str, seed: int = DEFAULT_SEED, representative=None) -> str:
+    """sha256 of everything a build depends on: code, model, variant, seed, tool versions and,
+    for int8, the representative data (a folder's files hashed; None: seeded random data)."""
+    digest = variants.representative_digest(representative) if variant == "tflite-int8" else None
+    return _key([name, variant, seed] + ([digest] if digest else []))
+
+
+def build_model(name: str, variant: str, cache_dir=None, seed: int = DEFAULT_SEED,
+                representative=None) -> Artifact:
     """The artifact for a built-in model variant, built on first use, then served from the cache.
+
+    representative: a folder of .npy samples (or images, with Pillow) that calibrates int8;
+    default: seeded random pixels.
 
     Raises:
         ConfigError: unknown name or variant.
-        ModelBuildError: TensorFlow is missing, or the build failed.
+        ModelBuildError: TensorFlow (or tf2onnx, edgetpu_compiler) is missing, or the build failed.
     """
     if name not in BUILTINS:
         raise ConfigError("unknown built-in model %r; built-ins: %s" % (name, ", ".join(list_builtins())))
     if variant not in VARIANTS:
         raise ConfigError("unknown variant %r of %s; variants: %s" % (variant, name, ", ".join(VARIANTS)))
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / cache_key(name, variant, seed)
+    if variant == "int8-edgetpu":
+        return _build_edgetpu(build_model(name, "tflite-int8", root, seed, representative), root)
+    rep = str(Path(representative).resolve()) if representative and variant == "tflite-int8" else None
+    spec = {"name": name, "variant": variant, "seed": seed, "representative": rep}
+    return _cached_build(root, cache_key(name, variant, seed, rep), spec)
+
+
+def build_user_variant(folder, variant: str, cache_dir=None, seed: int = DEFAULT_SEED,
+                       representative=None) -> Artifact:
+    """A variant of a user's SavedModel folder (TFLite fp32/fp16/int8, ONNX, Edge TPU), cached
+    by the folder's content hash like the built-ins.
+
+    Raises:
+        ConfigError: not a SavedModel folder, or an unknown variant.
+        ModelBuildError: as build_model; also a SavedModel the converters cannot read.
+    """
+    if variant not in VARIANTS:
+        raise ConfigError("unknown variant %r; variants: %s" % (variant, ", ".join(VARIANTS)))
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    source = resolve_user_model(folder, root)
+    if source.format != "savedmodel":
+        raise ConfigError("%s: variants are built from a SavedModel folder, not a %s file"
+                          % (folder, source.format))
+    if variant == "savedmodel":
+        return dataclasses.replace(source, variant="savedmodel")
+    if variant == "int8-edgetpu":
+        return _build_edgetpu(build_user_variant(folder, "tflite-int8", root, seed, representative),
+                              root)
+    rep = str(Path(representative).resolve()) if representative and variant == "tflite-int8" else None
+    digest = variants.representative_digest(rep)
+    spec = {"name": source.name, "variant": variant, "seed": seed, "representative": rep,
+            "savedmodel": str(Path(folder).expanduser().resolve())}
+    return _cached_build(root, _key(["user", source.sha256, variant, seed, digest]), spec)
+
+
+def _cached_build(root: Path, key: str, spec: dict) -> Artifact:
+    final = root / key
     cached = _load_cached(final)
     if cached is not None:
         return cached
     if _tf_version() is None:
-        raise ModelBuildError(_NO_TF % name)
+        raise ModelBuildError(_NO_TF % spec["name"])
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
-        _build_in_subprocess(work, name, variant, seed)
-        try:
-            os.rename(work, final)
-        except OSError:
-            if _load_cached(final) is None:  # not a concurrent builder that won the race
-                raise
+        _build_in_subprocess(work, spec)
+        _publish(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return _load_cached(final)
+
+
+def _publish(work: Path, final: Path) -> None:
+    try:
+        os.rename(work, final)
+    except OSError:
+        if _load_cached(final) is None:  # not a concurrent builder that won the race
+            raise
+
+
+def _build_edgetpu(int8: Artifact, root: Path) -> Artifact:
+    """int8-edgetpu: edgetpu_compiler run here on the int8 file, or the way to run it elsewhere."""
+    compiler = variants.which_edgetpu_compiler()
+    if compiler is None:
+        raise ModelBuildError(variants.EDGETPU_MISSING % {
+            "file": int8.local_path, "stem": Path(int8.local_path).stem})
+    final = root / _key(["edgetpu", int8.sha256, variants.edgetpu_compiler_version(compiler)])
+    cached = _load_cached(final)
+    if cached is not None:
+        return cached
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        out = variants.compile_edgetpu(compiler, Path(int8.local_path), work)
+        art = Artifact(int8.name, "int8-edgetpu", "tflite", Path(out.name), sha256_file(out), False)
+        (work / "artifact.json").write_text(json.dumps(art.to_json(), indent=1))
+        _publish(work, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return _load_cached(final)
@@ -103,7 +183,7 @@ def _load_cached(folder: Path) -> Artifact | None:
     return Artifact.from_json(json.loads(meta.read_text()), base=folder)
 
 
-def _build_in_subprocess(work: Path, name: str, variant: str, seed: int) -> None:
+def _build_in_subprocess(work: Path, spec: dict) -> None:
     """Run _build_into in a fresh Python. Keras layer names and TF function names come from
     process-wide counters, so a second build in one process gives a different SavedModel; a
     fresh process makes every build bit-identical, and keeps TensorFlow out of the controller."""
@@ -111,25 +191,41 @@ def _build_in_subprocess(work: Path, name: str, variant: str, seed: int) -> None
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cmd = [sys.executable, "-m", "orchestrator.modelzoo", str(work), name, variant, str(seed)]
+    cmd = [sys.executable, "-m", "orchestrator.modelzoo", str(work), json.dumps(spec)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
+        reason = work / "error.txt"  # a ModelBuildError in the child: its message, no traceback
+        if reason.is_file():
+            raise ModelBuildError(reason.read_text())
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise ModelBuildError("building %s/%s failed (exit %d):\n%s"
-                              % (name, variant, proc.returncode, tail))
+                              % (spec["name"], spec["variant"], proc.returncode, tail))
 
 
-def _build_into(work: Path, name: str, variant: str, seed: int) -> None:
+def _build_into(work: Path, spec: dict) -> None:
     """Build one variant into `work`; artifact.json is written last and marks it complete."""
+    name, variant, seed, user = spec["name"], spec["variant"], spec["seed"], spec.get("savedmodel")
+    precision = variants.VARIANT_FORMATS[variant][1]
     try:
-        if variant == "savedmodel":
+        if variant == "onnx":
+            data = (variants.savedmodel_to_onnx(user) if user else
+                    variants.concrete_to_onnx(_module(name, seed).serve.get_concrete_function()))
+            (work / "model.onnx").write_bytes(data)
+            art = Artifact(name, variant, "onnx", Path("model.onnx"),
+                           sha256_file(work / "model.onnx"), False)
+        elif user:
+            data = variants.savedmodel_to_tflite(user, precision, spec["representative"], seed)
+            (work / "model.tflite").write_bytes(data)
+            art = Artifact(name, variant, "tflite", Path("model.tflite"),
+                           sha256_file(work / "model.tflite"), False)
+        elif variant == "savedmodel":
             _save_savedmodel(name, seed, work / "saved_model")
             tar, digest = pack_savedmodel(work / "saved_model", work)
             tar = tar.rename(work / "saved_model.tar")
             art = Artifact(name, variant, "savedmodel", Path("saved_model.tar"), digest, True,
                            Path("saved_model"))
         else:
-            data = _to_tflite(name, seed, int8=(variant == "tflite-int8"))
+            data = _to_tflite(name, seed, precision, spec["representative"])
             (work / "model.tflite").write_bytes(data)
             art = Artifact(name, variant, "tflite", Path("model.tflite"),
                            sha256_file(work / "model.tflite"), False)
@@ -238,23 +334,28 @@ def _drop_fingerprint_uuid(path: Path) -> None:
         path.write_bytes(fingerprint.SerializeToString(deterministic=True))
 
 
-def _to_tflite(name: str, seed: int, int8: bool) -> bytes:
-    """fp32: the int32-input graph as is. int8: full-integer weights and activations, uint8 input
-    (pixels, scale 1), float output: decoding ops TFLite cannot quantize stay float."""
+def _to_tflite(name: str, seed: int, precision: str, representative=None) -> bytes:
+    """fp32: the int32-input graph as is. fp16: the same with float16 weights. int8:
+    full-integer weights and activations, uint8 input (pixels, scale 1), float output: decoding
+    ops TFLite cannot quantize stay float; calibrated on `representative` or seeded pixels."""
     import numpy as np
     import tensorflow as tf
     module = _module(name, seed)
+    int8 = precision == "int8"
     fn = module.serve_float if int8 else module.serve
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [fn.get_concrete_function()], module)
+    samples = None
     if int8:
         side = BUILTINS[name][0]
-        rng = np.random.RandomState(seed)
-        samples = [rng.randint(0, 256, (1, side, side, 3)).astype(np.float32) for _ in range(8)]
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([s] for s in samples)
+        if representative:
+            arrays = variants.load_representative(representative, [1, side, side, 3], np.float32)
+        else:
+            rng = np.random.RandomState(seed)
+            arrays = [rng.randint(0, 256, (1, side, side, 3)).astype(np.float32) for _ in range(8)]
+        samples = [[a] for a in arrays]
         converter.inference_input_type = tf.uint8
-    return converter.convert()
+    return variants.configure_tflite(converter, precision, samples).convert()
 
 
 def resolve_user_model(path, cache_dir=None) -> Artifact:
@@ -279,5 +380,9 @@ def resolve_user_model(path, cache_dir=None) -> Artifact:
                       "SavedModel folder (with saved_model.pb)" % p)
 
 
-if __name__ == "__main__":  # the build child: python -m orchestrator.modelzoo WORK NAME VARIANT SEED
-    _build_into(Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]))
+if __name__ == "__main__":  # the build child: python -m orchestrator.modelzoo WORK SPEC_JSON
+    try:
+        _build_into(Path(sys.argv[1]), json.loads(sys.argv[2]))
+    except ModelBuildError as exc:
+        (Path(sys.argv[1]) / "error.txt").write_text(str(exc))
+        sys.exit(3)

@@ -20,6 +20,11 @@ RUNTIME_MODULES = {
                "no TFLite runtime installed (ai_edge_litert, tflite_runtime or tensorflow)",
                "pip install ai-edge-litert (tflite-runtime on Python < 3.9)"),
     "tensorflow": (("tensorflow",), "tensorflow not installed", "pip install tensorflow"),
+    "tf-trt": (("tensorflow",), "tensorflow not installed", "pip install tensorflow (a build with TensorRT)"),
+    "onnxruntime": (("onnxruntime",), "onnxruntime not installed",
+                    "pip install onnxruntime (onnxruntime-gpu for CUDA)"),
+    "tensorrt": (("tensorrt",), "tensorrt not installed",
+                 "pip install tensorrt (on a Jetson: sudo apt-get install python3-libnvinfer)"),
 }
 JETSON_TF_HINT = "install NVIDIA's TensorFlow wheel for your JetPack (developer.nvidia.com/embedded)"
 
@@ -54,6 +59,7 @@ class PlannedCase:
 class DevicePlan:
     device: object                # inventory.Device
     cases: list = field(default_factory=list)
+    probed: bool = False          # a cached probe was used: runtimes and hardware were checked
 
     @property
     def runnable(self):
@@ -114,6 +120,9 @@ def _device_lines(the_plan, dplan):
     lines = [head]
     if not dplan.cases:
         lines.append("  (no matrix entry applies to this device)")
+    elif not dplan.probed:
+        lines.append("  (not probed: runtimes and accelerators unchecked; `benchfleet devices probe "
+                     "%s` lets the plan skip what the device lacks)" % dev.name)
     width = max([len(c.label) for c in dplan.cases] or [0])
     for c in dplan.cases:
         if c.skipped:
@@ -209,7 +218,7 @@ def _entry_targets(suite, inventory, problems):
 
 
 def _device_plan(specs, targets, device, probe, notes):
-    dplan, seen = DevicePlan(device), {}
+    dplan, seen = DevicePlan(device, probed=probe is not None), {}
     for spec in specs:
         if spec.entry in targets and device.name not in targets[spec.entry]:
             continue
@@ -258,15 +267,40 @@ def _probe_skip(backend, runtime, device, probe):
     if backend in RUNTIME_MODULES and isinstance(runtimes, dict):
         modules, reason, hint = RUNTIME_MODULES[backend]
         if not any((runtimes.get(m) or {}).get("available") for m in modules):
-            if backend == "tensorflow" and "jetson" in device.accelerators:
+            if backend in ("tensorflow", "tf-trt") and "jetson" in device.accelerators:
                 hint = JETSON_TF_HINT
             return reason, hint
+    found = _hardware_skip(backend, probe, runtimes if isinstance(runtimes, dict) else {})
+    if found:
+        return found
     cores = _probe_cores(probe)
     affinity = runtime["affinity"]
     if cores and affinity and max(affinity) >= cores:
         return ("affinity core %d is beyond the device's %d cores (0-%d)"
                 % (max(affinity), cores, cores - 1),
                 "pin to cores 0-%d in the suite's affinity" % (cores - 1))
+    return None
+
+
+def _hardware_skip(backend, probe, runtimes):
+    """(reason, hint) when the probe shows the accelerator or its library is absent."""
+    if backend == "tf-trt":
+        trt = (runtimes.get("tensorflow") or {}).get("tensorrt") or {}
+        if trt and not trt.get("usable"):
+            return ("tensorflow cannot use TensorRT: %s" % (trt.get("reason") or "unknown"),
+                    "install a TensorFlow build with TensorRT (NVIDIA container or JetPack wheel)")
+    if backend in ("tf-trt", "tensorrt"):
+        gpu = probe.get("gpu") or {}
+        if not gpu.get("gpus") and not probe.get("jetson"):
+            return ("no NVIDIA GPU found: %s" % (gpu.get("reason") or "none listed"),
+                    "check the driver: nvidia-smi")
+    if backend == "edgetpu":
+        coral = probe.get("coral") or {}
+        if coral and not coral.get("libedgetpu"):
+            return "libedgetpu.so.1 not found", "sudo apt-get install libedgetpu1-std"
+        if coral and not coral.get("present"):
+            return ("no Edge TPU found (no Coral USB id, no /dev/apex_*)",
+                    "plug in the Coral USB Accelerator (USB 3 port); check lsusb")
     return None
 
 

@@ -19,12 +19,18 @@ from orchestrator.yamlio import format_validation_error, load_yaml
 
 # Mirrors orchestrator/modelzoo.py (not imported: planning must not pay for a model-builder import).
 BUILTIN_MODELS = ("movenet-thunder", "movenet-lightning", "movenet-tiny")
-# variant -> (format, the precision its weights are stored in)
+# variant -> (format, the precision its weights are stored in); orchestrator/variants.py's order
 BUILTIN_VARIANTS = {
     "savedmodel": ("savedmodel", "fp32"),
     "tflite-fp32": ("tflite", "fp32"),
+    "tflite-fp16": ("tflite", "fp16"),
     "tflite-int8": ("tflite", "int8"),
+    "onnx": ("onnx", "fp32"),
+    "int8-edgetpu": ("tflite", "int8"),
 }
+# A built-in model without `variants:` gets these; the others only where a `variants:` names them
+# (an Edge TPU-compiled model must never land on the plain tflite runtime by default).
+DEFAULT_BUILTIN_VARIANTS = ("savedmodel", "tflite-fp32", "tflite-int8")
 FILE_VARIANT = "file"            # the one variant of a user `path:` model: the file as given
 SYNTHETIC_VARIANT = "synthetic"  # the one variant of a `synthetic_ms:` model
 BACKEND_FORMAT = {
@@ -104,8 +110,14 @@ class ModelSpec(_Strict):
         return {"builtin": list(BUILTIN_VARIANTS), "path": [FILE_VARIANT],
                 "synthetic": [SYNTHETIC_VARIANT]}[self.kind]
 
-    def variant_names(self):
-        return list(self.variants) if self.variants else self.allowed_variants()
+    def variant_names(self, wanted=None):
+        """Variants a matrix entry can select: the model's own list, else the defaults plus the
+        allowed ones the entry names (`wanted`)."""
+        if self.variants:
+            return list(self.variants)
+        names = list(DEFAULT_BUILTIN_VARIANTS) if self.kind == "builtin" else self.allowed_variants()
+        allowed = self.allowed_variants()
+        return names + [v for v in wanted or () if v in allowed and v not in names]
 
     def variant_format(self, variant):
         if self.kind == "builtin":
@@ -190,7 +202,7 @@ def expand_entry(suite, i, entry):
     settings = suite.settings_for(entry)
     cases, problems = [], []
     for backend in entry.runtime:
-        pairs = [(m, v) for m in models for v in m.variant_names()
+        pairs = [(m, v) for m in models for v in m.variant_names(entry.variants)
                  if not entry.variants or v in entry.variants]
         fitting = [(m, v) for m, v in pairs if m.variant_format(v) == BACKEND_FORMAT[backend]]
         if not fitting:
@@ -279,12 +291,12 @@ def _check_model_path(model, where, base_dir):
     model._resolved = str(full)
     if not full.exists():
         return [(where + ".path", "not found: %s" % full)]
-    if full.is_file() and full.suffix == ".tflite":
-        model._file_format = "tflite"
+    if full.is_file() and full.suffix in (".tflite", ".onnx"):
+        model._file_format = full.suffix[1:]
     elif full.is_dir() and any((full / n).is_file() for n in ("saved_model.pb", "saved_model.pbtxt")):
         model._file_format = "savedmodel"
     else:
-        return [(where + ".path", "expected a .tflite file or a SavedModel folder (with "
+        return [(where + ".path", "expected a .tflite or .onnx file or a SavedModel folder (with "
                  "saved_model.pb): %s" % full)]
     return []
 
@@ -299,7 +311,7 @@ def _check_matrix(suite, expand=True):
                 problems.append(("matrix[%d].models[%d]" % (i, j), "unknown model %r; suite models:"
                                  " %s" % (name, ", ".join(names))))
         chosen = [suite.model(n) for n in entry.models or names if n in names]
-        known = {v for m in chosen for v in m.variant_names()}
+        known = {v for m in chosen for v in m.variant_names(entry.variants)}
         for j, variant in enumerate(entry.variants or []):
             if variant not in known:
                 problems.append(("matrix[%d].variants[%d]" % (i, j), "no selected model has variant"

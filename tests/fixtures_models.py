@@ -14,11 +14,12 @@ TEST_CACHE = os.environ.get("BENCHFLEET_CACHE", "/tmp/benchfleet-test-cache")
 
 @pytest.fixture(scope="session")
 def tiny_models():
-    """{variant: Artifact} for movenet-tiny; skips when TensorFlow cannot build it here."""
+    """{variant: Artifact} for movenet-tiny's CORE_VARIANTS (TensorFlow alone builds them);
+    skips when TensorFlow cannot build them here."""
     from orchestrator import modelzoo
     from orchestrator.errors import ModelBuildError
     try:
         return {v: modelzoo.build_model("movenet-tiny", v, cache_dir=TEST_CACHE)
-                for v in modelzoo.VARIANTS}
+                for v in modelzoo.CORE_VARIANTS}
     except ModelBuildError as exc:
         pytest.skip(str(exc))

@@ -89,7 +89,8 @@ def test_fresh_agent_outputs_pass_both_checks(tmp_path):
     job = json.loads((GOLDEN / "job.json").read_text())
     run_dir = tmp_path / "runs" / "r1"
     run_dir.mkdir(parents=True)
-    (tmp_path / "garbage.tflite").write_text("not a model")
+    (tmp_path / "garbage.tflite").write_text("not a model")   # -> failed (bad_model)
+    (tmp_path / "model.onnx").write_text("not read")          # tensorrt absent here -> skipped
     (run_dir / "job.json").write_text(json.dumps(job))
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "agent", "run", str(run_dir / "job.json"),

@@ -57,7 +57,7 @@ def test_savedmodel_tar_unpacks_to_the_folder(tiny_models, tmp_path):
 @pytest.mark.slow
 def test_fresh_builds_are_bit_reproducible(tiny_models, tmp_path):
     # Every variant, SavedModel included (its random fingerprint uuid is cleared on build).
-    for variant in modelzoo.VARIANTS:
+    for variant in modelzoo.CORE_VARIANTS:
         fresh = modelzoo.build_model("movenet-tiny", variant, cache_dir=tmp_path / variant)
         assert fresh.sha256 == tiny_models[variant].sha256, variant
         assert artifacts.sha256_file(fresh.local_path) == fresh.sha256
@@ -85,8 +85,9 @@ def test_cache_key_depends_on_name_variant_and_seed():
 def test_unknown_model_or_variant_lists_the_allowed_ones(tmp_path):
     with pytest.raises(ConfigError, match="movenet-lightning, movenet-thunder, movenet-tiny"):
         modelzoo.build_model("posenet", "tflite-fp32", cache_dir=tmp_path)
-    with pytest.raises(ConfigError, match="savedmodel, tflite-fp32, tflite-int8"):
-        modelzoo.build_model("movenet-tiny", "onnx", cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="savedmodel, tflite-fp32, tflite-fp16, tflite-int8, onnx, "
+                       "int8-edgetpu"):
+        modelzoo.build_model("movenet-tiny", "tflite-fp8", cache_dir=tmp_path)
 
 
 def test_missing_tensorflow_says_how_to_get_it(tmp_path, monkeypatch):

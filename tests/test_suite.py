@@ -100,10 +100,10 @@ def test_model_needs_exactly_one_source(tmp_path):
 
 def test_unknown_variant_lists_allowed_names(tmp_path):
     path = write(tmp_path, "name: t\nmodels:\n  - name: a\n    builtin: movenet-thunder\n"
-                 "    variants: [tflite-fp32, onnx]\nmatrix:\n  - runtime: tflite\n")
+                 "    variants: [tflite-fp32, tflite-fp8]\nmatrix:\n  - runtime: tflite\n")
     assert problems_of(path) == [
-        "%s: models[0].variants[1]: unknown variant 'onnx' for a builtin model; allowed: "
-        "savedmodel, tflite-fp32, tflite-int8" % path]
+        "%s: models[0].variants[1]: unknown variant 'tflite-fp8' for a builtin model; allowed: "
+        "savedmodel, tflite-fp32, tflite-fp16, tflite-int8, onnx, int8-edgetpu" % path]
 
 
 def test_user_model_path_relative_to_suite_file(tmp_path):
@@ -120,21 +120,21 @@ def test_user_model_path_relative_to_suite_file(tmp_path):
 
 
 def test_user_model_missing_or_wrong_kind(tmp_path):
-    (tmp_path / "m.onnx").write_bytes(b"x")
+    (tmp_path / "m.pt").write_bytes(b"x")
     path = write(tmp_path, "name: t\nmodels:\n  - name: a\n    path: gone.tflite\n"
-                 "  - name: b\n    path: m.onnx\nmatrix:\n  - runtime: tflite\n")
+                 "  - name: b\n    path: m.pt\nmatrix:\n  - runtime: tflite\n")
     assert problems_of(path) == [
         "%s: models[0].path: not found: %s" % (path, tmp_path / "gone.tflite"),
-        "%s: models[1].path: expected a .tflite file or a SavedModel folder (with saved_model.pb):"
-        " %s" % (path, tmp_path / "m.onnx")]
+        "%s: models[1].path: expected a .tflite or .onnx file or a SavedModel folder (with "
+        "saved_model.pb): %s" % (path, tmp_path / "m.pt")]
 
 
 def test_matrix_references_checked(tmp_path):
     path = write(tmp_path, HEAD + "matrix:\n  - runtime: tflite\n    models: [thunder]\n"
-                 "  - runtime: tflite\n    models: [lightning]\n    variants: [tflite-fp16]\n")
+                 "  - runtime: tflite\n    models: [lightning]\n    variants: [tflite-fp8]\n")
     assert problems_of(path) == [
         "%s: matrix[0].models[0]: unknown model 'thunder'; suite models: lightning, spin" % path,
-        "%s: matrix[1].variants[0]: no selected model has variant 'tflite-fp16'; they have: "
+        "%s: matrix[1].variants[0]: no selected model has variant 'tflite-fp8'; they have: "
         "savedmodel, tflite-fp32, tflite-int8" % path]
 
 

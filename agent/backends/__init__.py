@@ -13,8 +13,12 @@ _REGISTRY = {
     "synthetic": ("agent.backends.synthetic", "SyntheticBackend"),
     "tflite": ("agent.backends.tflite", "TFLiteBackend"),
     "tensorflow": ("agent.backends.tensorflow", "TensorFlowBackend"),
+    "tf-trt": ("agent.backends.tftrt", "TFTRTBackend"),
+    "tensorrt": ("agent.backends.tensorrt_backend", "TensorRTBackend"),
+    "edgetpu": ("agent.backends.edgetpu", "EdgeTPUBackend"),
+    "onnxruntime": ("agent.backends.onnxrt", "OnnxRuntimeBackend"),
 }
-_PLANNED = ("edgetpu", "tf-trt", "onnxruntime", "tensorrt")
+_PLANNED = ()
 
 
 def planned_backends():

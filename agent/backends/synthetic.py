@@ -11,12 +11,12 @@ import sys
 import time
 
 from agent import AGENT_VERSION
-from agent.backends.base import Backend, BadModel
+from agent.backends.base import BackendUnavailable, Backend, BadModel
 
 
 class SyntheticBackend(Backend):
     """Options: test_crash (os.abort() in load), test_stdout (text printed to stdout, as chatty
-    frameworks do), test_raise ("bad_model" or "error": raise in load)."""
+    frameworks do), test_raise ("bad_model", "error" or "unavailable": raise in load)."""
 
     name = "synthetic"
 
@@ -36,6 +36,9 @@ class SyntheticBackend(Backend):
             os.abort()
         if opts.get("test_raise") == "bad_model":
             raise BadModel("synthetic test_raise: bad model requested")
+        if opts.get("test_raise") == "unavailable":
+            raise BackendUnavailable("synthetic test_raise: unavailable requested",
+                                     hint="drop test_raise from the case options")
         if opts.get("test_raise") == "error":
             raise RuntimeError("synthetic test_raise: error requested")
 

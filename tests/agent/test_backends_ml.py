@@ -68,7 +68,8 @@ def test_tflite_describe_names_runtime_ops_and_tensors(tiny_models):
     facts = backend.describe()
     assert facts["runtime_module"] == "ai_edge_litert.interpreter"
     assert facts["version"]
-    assert facts["delegation"]["ops_total"] > 50 and facts["delegation"]["ops_delegated"] is None
+    assert facts["delegation"]["ops_total"] > 50
+    assert 0 < facts["delegation"]["ops_delegated"] < facts["delegation"]["ops_total"]  # XNNPACK
     (inp,) = facts["inputs"]
     assert (inp["shape"], inp["dtype"], inp["quantization"]) == ([1, 96, 96, 3], "int32", [0.0, 0])
     assert facts["outputs"][0]["shape"] == [1, 1, 17, 3] and facts["outputs"][0]["dtype"] == "float32"

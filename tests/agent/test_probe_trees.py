@@ -205,6 +205,10 @@ def _stand_in_site(tmp_path, monkeypatch, files):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
     monkeypatch.syspath_prepend(str(site))
+    # find_spec answers from sys.modules first: hide a real package another test imported.
+    for top in set(rel.split("/")[0] for rel in files if ".dist-info" not in rel):
+        for name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+            monkeypatch.delitem(sys.modules, name)
     importlib.invalidate_caches()
 
 

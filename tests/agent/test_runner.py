@@ -20,7 +20,7 @@ def load_result(out_dir, case_id):
 
 def test_run_writes_valid_results_events_heartbeat_and_done(workdir):
     job = make_job([synthetic_case("c-a"), synthetic_case("c-b", ms=0.0),
-                    synthetic_case("c-skip", backend="edgetpu")])
+                    synthetic_case("c-skip", options={"test_raise": "unavailable"})])
     job_path, out = workdir(job)
     started = time.time()
     proc = run_agent(["run", job_path, "--out", out])
@@ -29,8 +29,8 @@ def test_run_writes_valid_results_events_heartbeat_and_done(workdir):
     a, b, skip = (load_result(out, c) for c in ("c-a", "c-b", "c-skip"))
     assert a["status"] == "ok" and a["timing"]["runs"] >= 50 and a["nonce"] == "n0nce"
     assert a["timing"]["summary"]["p50"] >= 0.05  # the busy-wait is inside every latency
-    assert skip["status"] == "skipped" and "not in this agent version" in skip["reason"]
-    assert skip["hint"] == "planned; see issue 3"
+    assert skip["status"] == "skipped" and "unavailable requested" in skip["reason"]
+    assert skip["hint"] == "drop test_raise from the case options"
     events = read_events(out)
     names = [e["event"] for e in events]
     assert names == ["run_start"] + ["case_start", "case_end"] * 3 + ["run_end"]

@@ -1,0 +1,461 @@
+"""The TensorRT backend: an engine built on the device from ONNX with the TensorRT Python API,
+cached as WORKDIR/cache/tensorrt/<key>.engine, run with buffers allocated once in load().
+
+One timed invoke = copy every input host->device, execute, copy every output device->host,
+synchronize the stream ("h2d+execute+d2h"). Inputs sit in pinned host memory made before timing.
+CUDA comes from cuda-python (preferred) or pycuda; both APIs generations of TensorRT are handled
+(8.5+ named tensors and execute_async_v3, older bindings and execute_async_v2).
+"""
+
+import ctypes
+import importlib
+import os
+
+from agent import schema
+from agent.backends import devcache
+from agent.backends.base import Backend, BackendUnavailable, BadModel
+
+TRT_HINT = ("on Jetson: comes with JetPack (apt install python3-libnvinfer); "
+            "on x86: pip install tensorrt")
+CUDA_HINT = "pip install cuda-python (on Jetson with JetPack 4: pip3 install pycuda)"
+GPU_HINT = "check the NVIDIA driver with `nvidia-smi` (on Jetson: the JetPack install)"
+DEFAULT_WORKSPACE = 1 << 30
+TIMED = "h2d+execute+d2h"
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise BackendUnavailable("tensorrt Python module not installed (%s)" % exc, hint=TRT_HINT)
+    return tensorrt
+
+
+def engine_key(model_sha256, trt_version, precision, gpu_name, builder_options):
+    """The cache key of one engine build: a pure function of everything the engine depends on."""
+    return devcache.key_of({"backend": "tensorrt", "model_sha256": model_sha256,
+                            "tensorrt": trt_version, "precision": precision, "gpu": gpu_name,
+                            "builder_options": builder_options})
+
+
+def open_cuda():
+    """A CUDA helper on cuda-python's runtime, else pycuda; BackendUnavailable if neither works."""
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):  # cuda-python >= 12.6, then older
+        try:
+            return _CudaPython(importlib.import_module(name))
+        except ImportError:
+            continue
+    try:
+        import pycuda.driver as driver
+    except ImportError:
+        raise BackendUnavailable("no CUDA Python binding: neither cuda-python nor pycuda is "
+                                 "installed", hint=CUDA_HINT)
+    return _PyCuda(driver)
+
+
+def _as_host_array(ptr, shape, dtype):
+    import numpy as np
+    size = int(np.prod(shape)) if len(shape) else 1
+    raw = ctypes.cast(ptr, ctypes.POINTER(ctypes.c_uint8))
+    flat = np.ctypeslib.as_array(raw, (max(1, size) * dtype.itemsize,)).view(dtype)
+    return flat[:size].reshape(shape)
+
+
+class _CudaPython(object):
+    """Stream, pinned host and device memory through cuda-python (cudart); freed in close()."""
+
+    name = "cuda-python"
+
+    def __init__(self, cudart):
+        self.rt = cudart
+        self._host, self._device = [], []
+        count = self._call(cudart.cudaGetDeviceCount(), unavailable=True)
+        if not count:
+            raise BackendUnavailable("no NVIDIA GPU visible to CUDA", hint=GPU_HINT)
+        self.stream = self._call(cudart.cudaStreamCreate(), unavailable=True)
+
+    def _call(self, result, unavailable=False):
+        err, rest = result[0], result[1:]
+        if err != self.rt.cudaError_t.cudaSuccess:
+            if unavailable:
+                raise BackendUnavailable("CUDA is not usable here: %s" % err, hint=GPU_HINT)
+            raise RuntimeError("CUDA error: %s" % err)
+        return rest[0] if len(rest) == 1 else None
+
+    def device_name(self):
+        prop = self._call(self.rt.cudaGetDeviceProperties(0))
+        name = prop.name
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return str(name).rstrip("\0")
+
+    def stream_handle(self):
+        try:
+            return int(self.stream)
+        except TypeError:
+            return self.stream.getPtr()
+
+    def host_array(self, shape, dtype):
+        nbytes = max(1, int(_volume(shape))) * dtype.itemsize
+        ptr = self._call(self.rt.cudaMallocHost(nbytes))
+        self._host.append(ptr)
+        return _as_host_array(ptr, shape, dtype)
+
+    def device_alloc(self, nbytes):
+        ptr = self._call(self.rt.cudaMalloc(max(1, nbytes)))
+        self._device.append(ptr)
+        return int(ptr)
+
+    def htod_async(self, dev, host):
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._call(self.rt.cudaMemcpyAsync(dev, host.ctypes.data, host.nbytes, kind, self.stream))
+
+    def dtoh_async(self, host, dev):
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._call(self.rt.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, kind, self.stream))
+
+    def htod(self, dev, host):
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._call(self.rt.cudaMemcpy(dev, host.ctypes.data, host.nbytes, kind))
+
+    def synchronize(self):
+        self._call(self.rt.cudaStreamSynchronize(self.stream))
+
+    def close(self):
+        for ptr in self._device:
+            self.rt.cudaFree(ptr)
+        for ptr in self._host:
+            self.rt.cudaFreeHost(ptr)
+        self._host, self._device = [], []
+        if self.stream is not None:
+            self.rt.cudaStreamDestroy(self.stream)
+            self.stream = None
+
+
+class _PyCuda(object):
+    """The same helper on pycuda, in the device's primary context (the one TensorRT uses)."""
+
+    name = "pycuda"
+
+    def __init__(self, driver):
+        self.drv = driver
+        try:
+            driver.init()
+            if driver.Device.count() < 1:
+                raise BackendUnavailable("no NVIDIA GPU visible to CUDA", hint=GPU_HINT)
+            self.device = driver.Device(0)
+            self.context = self.device.retain_primary_context()
+        except driver.Error as exc:
+            raise BackendUnavailable("CUDA is not usable here: %s" % exc, hint=GPU_HINT)
+        self.context.push()
+        self.stream = driver.Stream()
+        self._device = []
+
+    def device_name(self):
+        return self.device.name()
+
+    def stream_handle(self):
+        return self.stream.handle
+
+    def host_array(self, shape, dtype):
+        return self.drv.pagelocked_empty(tuple(shape), dtype)
+
+    def device_alloc(self, nbytes):
+        alloc = self.drv.mem_alloc(max(1, nbytes))
+        self._device.append(alloc)
+        return int(alloc)
+
+    def htod_async(self, dev, host):
+        self.drv.memcpy_htod_async(dev, host, self.stream)
+
+    def dtoh_async(self, host, dev):
+        self.drv.memcpy_dtoh_async(host, dev, self.stream)
+
+    def htod(self, dev, host):
+        self.drv.memcpy_htod(dev, host)
+
+    def synchronize(self):
+        self.stream.synchronize()
+
+    def close(self):
+        for alloc in self._device:
+            alloc.free()
+        self._device = []
+        if self.context is not None:
+            self.context.pop()
+            self.context = None
+
+
+def _volume(shape):
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _fixed(shape):
+    """A dynamic dimension (-1) becomes 1: engines are built and run at batch 1."""
+    return tuple(1 if int(d) < 0 else int(d) for d in shape)
+
+
+def seeded_arrays(specs, seed, count, allocate):
+    """`count` dicts name -> array from allocate(shape, dtype), filled from RandomState(seed).
+
+    Integer inputs get 0..255 (MoveNet's image), floats [0, 1), like the TensorFlow backend.
+    """
+    import numpy as np
+    rng = np.random.RandomState(seed)
+    pool = []
+    for _ in range(count):
+        arrays = {}
+        for name, shape, dtype in specs:
+            array = allocate(shape, dtype)
+            if dtype.kind in "iu":
+                array[...] = rng.randint(0, 256, shape).astype(dtype)
+            elif dtype.kind == "b":
+                array[...] = rng.randint(0, 2, shape).astype(dtype)
+            else:
+                array[...] = rng.random_sample(shape).astype(dtype)
+            arrays[name] = array
+        pool.append(arrays)
+    return pool
+
+
+def _make_calibrator(trt, cuda, batches, specs):
+    """An IInt8EntropyCalibrator2 fed with `batches` (dicts name -> host array), batch size 1."""
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._batches = iter(batches)
+            self._device = dict((name, cuda.device_alloc(_volume(shape) * dtype.itemsize))
+                                for name, shape, dtype in specs)
+
+        def get_batch_size(self):
+            return 1
+
+        def get_batch(self, names, *args):
+            try:
+                batch = next(self._batches)
+            except StopIteration:
+                return None
+            for name in names:
+                cuda.htod(self._device[name], batch[name])
+            return [self._device[name] for name in names]
+
+        def read_calibration_cache(self, *args):
+            return None  # the engine itself is cached; a calibration table alone is not kept
+
+        def write_calibration_cache(self, cache):
+            return None
+
+    return Calibrator()
+
+
+def build_engine(trt, cuda, onnx_bytes, precision, workspace, calibration):
+    """Serialized engine bytes from ONNX. calibration(specs) -> list of input dicts (INT8 only).
+
+    Raises BadModel (unparsable ONNX), BackendUnavailable (precision without hardware support).
+    """
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    network = builder.create_network(1 << int(flag) if flag is not None else 0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BadModel("TensorRT %s cannot parse the ONNX model: %s" % (trt.__version__, errors))
+    config = builder.create_builder_config()
+    if hasattr(config, "set_memory_pool_limit"):  # TensorRT 8.4+
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    else:
+        config.max_workspace_size = workspace
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    specs = []
+    profile = None
+    for tensor in inputs:
+        shape = tuple(tensor.shape)
+        specs.append((tensor.name, _fixed(shape), _np_dtype(trt, tensor.dtype)))
+        if any(int(d) < 0 for d in shape):
+            profile = profile or builder.create_optimization_profile()
+            profile.set_shape(tensor.name, _fixed(shape), _fixed(shape), _fixed(shape))
+    if profile is not None:
+        config.add_optimization_profile(profile)
+    if precision == "fp16":
+        if not builder.platform_has_fast_fp16:
+            raise BackendUnavailable("this GPU has no fast FP16 in TensorRT %s" % trt.__version__,
+                                     hint="run this model in fp32 on this device")
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8":
+        if not builder.platform_has_fast_int8:
+            raise BackendUnavailable("this GPU has no fast INT8 in TensorRT %s" % trt.__version__,
+                                     hint="run this model in fp16 or fp32 on this device")
+        if not hasattr(trt, "IInt8EntropyCalibrator2"):
+            raise BackendUnavailable("TensorRT %s has no INT8 entropy calibrator" % trt.__version__,
+                                     hint="use an ONNX model with Q/DQ nodes, or fp16")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = _make_calibrator(trt, cuda, calibration(specs), specs)
+        if profile is not None and hasattr(config, "set_calibration_profile"):
+            config.set_calibration_profile(profile)
+    if hasattr(builder, "build_serialized_network"):  # TensorRT 8+
+        serialized = builder.build_serialized_network(network, config)
+    else:
+        engine = builder.build_engine(network, config)
+        serialized = engine.serialize() if engine is not None else None
+    if serialized is None:
+        raise RuntimeError("TensorRT %s failed to build the engine (see agent.log)"
+                           % trt.__version__)
+    return memoryview(serialized).tobytes()
+
+
+def _np_dtype(trt, trt_dtype):
+    import numpy as np
+    return np.dtype(trt.nptype(trt_dtype))
+
+
+class TensorRTBackend(Backend):
+    """ONNX -> cached engine -> execution context with every buffer allocated in load()."""
+
+    name = "tensorrt"
+    workdir = None  # set by the worker: the device WORKDIR whose cache/ holds engines
+
+    def __init__(self, case, model_path):
+        Backend.__init__(self, case, model_path)
+        self.precision = str(self.runtime.get("precision") or "fp32").lower()
+        self.workspace = int(self.options.get("max_workspace_size_bytes", DEFAULT_WORKSPACE))
+        settings = dict(schema.DEFAULT_SETTINGS, **(case.get("settings") or {}))
+        self.input_seed, self.input_pool = int(settings["input_seed"]), int(settings["input_pool"])
+        self.trt = self.cuda = None
+        self.gpu_name = self.key = self.cache_hit = self.engine_path = None
+        self._convert_s = None
+        self._runtime = self._engine = self._context = None
+        self._tensors = []  # (name, index, is_input, shape, numpy dtype, device pointer)
+        self._outputs = []  # (host pinned array, device pointer)
+        self._bindings = None  # older TensorRT: device pointers by binding index
+
+    def load(self):
+        trt = self.trt = import_tensorrt()
+        if (self.case.get("model") or {}).get("format") not in (None, "onnx"):
+            raise BadModel("the tensorrt backend builds engines from ONNX, got format %r"
+                           % self.case["model"]["format"])
+        if not self.model_path or not os.path.isfile(self.model_path):
+            raise BadModel("the tensorrt backend needs an .onnx file, got %r" % self.model_path)
+        if self.precision not in schema.PRECISIONS:
+            raise BadModel("tensorrt: unknown precision %r" % self.precision)
+        self.cuda = open_cuda()
+        self.gpu_name = self.cuda.device_name()
+        model_sha = ((self.case.get("model") or {}).get("sha256")
+                     or devcache.file_sha256(self.model_path))
+        options = {"max_workspace_size_bytes": self.workspace}
+        if self.precision == "int8":
+            options["calibration"] = {"input_seed": self.input_seed, "input_pool": self.input_pool}
+        self.key = engine_key(model_sha, trt.__version__, self.precision, self.gpu_name, options)
+        path = os.path.join(devcache.cache_root(self.workdir, self.name), self.key + ".engine")
+        self.engine_path, self.cache_hit, seconds = devcache.publish_file(path, self._build)
+        self._convert_s = 0.0 if self.cache_hit else seconds
+        with open(self.engine_path, "rb") as f:
+            data = f.read()
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(data)
+        if self._engine is None:
+            raise RuntimeError("TensorRT %s cannot deserialize %s (see agent.log)"
+                               % (trt.__version__, self.engine_path))
+        self._context = self._engine.create_execution_context()
+        self._allocate()
+
+    def _build(self):
+        with open(self.model_path, "rb") as f:
+            onnx_bytes = f.read()
+
+        def calibration(specs):
+            return seeded_arrays(specs, self.input_seed, max(1, self.input_pool),
+                                 lambda shape, dtype: _zeros(shape, dtype))
+        return build_engine(self.trt, self.cuda, onnx_bytes, self.precision, self.workspace,
+                            calibration)
+
+    def _io_tensors(self):
+        """[(name, index, is_input, engine shape, numpy dtype)] on either API generation."""
+        trt, engine = self.trt, self._engine
+        if hasattr(engine, "num_io_tensors"):  # TensorRT 8.5+
+            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+            return [(n, i, engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
+                     tuple(engine.get_tensor_shape(n)), _np_dtype(trt, engine.get_tensor_dtype(n)))
+                    for i, n in enumerate(names)]
+        return [(engine.get_binding_name(i), i, engine.binding_is_input(i),
+                 tuple(engine.get_binding_shape(i)), _np_dtype(trt, engine.get_binding_dtype(i)))
+                for i in range(engine.num_bindings)]
+
+    def _allocate(self):
+        """Fix dynamic input shapes at 1, then allocate device buffers and pinned output buffers."""
+        ctx, v3 = self._context, hasattr(self._context, "set_tensor_address")
+        io = self._io_tensors()
+        for name, index, is_input, shape, _ in io:
+            if is_input and any(int(d) < 0 for d in shape):
+                if v3:
+                    ctx.set_input_shape(name, _fixed(shape))
+                else:
+                    ctx.set_binding_shape(index, _fixed(shape))
+        self._bindings = [0] * len(io)
+        for name, index, is_input, shape, dtype in io:
+            shape = _fixed(tuple(ctx.get_tensor_shape(name)) if v3 else
+                           tuple(ctx.get_binding_shape(index)))
+            dev = self.cuda.device_alloc(_volume(shape) * dtype.itemsize)
+            self._tensors.append((name, index, is_input, shape, dtype, dev))
+            self._bindings[index] = dev
+            if v3:
+                ctx.set_tensor_address(name, dev)
+            if not is_input:
+                self._outputs.append((self.cuda.host_array(shape, dtype), dev))
+
+    def convert_seconds(self):
+        """Engine build seconds on a cache miss, 0.0 on a hit (None before load)."""
+        return self._convert_s
+
+    def make_inputs(self, seed, count):
+        """`count` lists of pinned host arrays, one per engine input, in binding order."""
+        specs = [(t[0], t[3], t[4]) for t in self._tensors if t[2]]
+        pool = seeded_arrays(specs, seed, count, self.cuda.host_array)
+        devs = [t[5] for t in self._tensors if t[2]]
+        return [[(dev, arrays[name]) for dev, (name, _, _) in zip(devs, specs)] for arrays in pool]
+
+    def invoke(self, inputs):
+        cuda = self.cuda
+        for dev, host in inputs:
+            cuda.htod_async(dev, host)
+        if hasattr(self._context, "execute_async_v3"):
+            ok = self._context.execute_async_v3(cuda.stream_handle())
+        else:
+            ok = self._context.execute_async_v2(self._bindings, cuda.stream_handle())
+        for host, dev in self._outputs:
+            cuda.dtoh_async(host, dev)
+        cuda.synchronize()
+        if ok is False:
+            raise RuntimeError("TensorRT execution failed (see agent.log)")
+
+    def describe(self):
+        trt = self.trt
+        facts = {"version": trt.__version__ if trt is not None else None, "delegate": None,
+                 "provider": "GPU" if self._engine is not None else None,
+                 "delegation": {"ops_total": None, "ops_delegated": None},
+                 "precision": self.precision, "gpu": self.gpu_name, "timed": TIMED,
+                 "cuda_binding": self.cuda.name if self.cuda is not None else None,
+                 "cache": None if self.cache_hit is None else ("hit" if self.cache_hit else "miss"),
+                 "cache_key": self.key, "engine_path": self.engine_path,
+                 "convert_s": self._convert_s}
+        facts["inputs"] = [{"name": t[0], "shape": list(t[3]), "dtype": t[4].name}
+                           for t in self._tensors if t[2]]
+        facts["outputs"] = [{"name": t[0], "shape": list(t[3]), "dtype": t[4].name}
+                            for t in self._tensors if not t[2]]
+        return facts
+
+    def close(self):
+        # TensorRT objects go before the memory they point at, and before the CUDA context.
+        self._context = self._engine = self._runtime = None
+        self._outputs, self._bindings = [], None
+        if self.cuda is not None:
+            self.cuda.close()
+
+
+def _zeros(shape, dtype):
+    import numpy as np
+    return np.zeros(shape, dtype)
