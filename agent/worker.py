@@ -17,7 +17,7 @@ import tempfile
 import time
 import traceback
 
-from agent import AGENT_VERSION, fsutil, harness, schema
+from agent import AGENT_VERSION, fsutil, harness, probe_hw, schema
 from agent.backends import get_backend_class
 from agent.backends.base import BackendUnavailable, BadModel
 
@@ -55,7 +55,27 @@ def readiness(root="/"):
         "isolcpus": fsutil.read_text(os.path.join(cpu, "isolated")),
         "loadavg": load.split()[:3] if load else None,
         "temps_c": thermal_temps(root),
+        # Jetson numbers mean nothing without the power mode and clocks; a Pi's throttle flags
+        # say whether it slowed itself down. Both None on other devices.
+        "jetson": probe_hw.jetson_info(root),
+        "raspberry_pi": probe_hw.raspberry_pi(root),
     }
+
+
+def throttle_reasons(before, after):
+    """INVALID reasons when the device throttled during the case (Pi vcgencmd flags)."""
+    def flags(snapshot):
+        pi = (snapshot or {}).get("raspberry_pi") or {}
+        return pi.get("throttled") or {}
+    old, new = flags(before), flags(after)
+    reasons = []
+    if new.get("now"):
+        reasons.append("throttling active after the run: %s" % ", ".join(new["now"]))
+    if old.get("value") is not None and new.get("value") is not None and \
+            set(new.get("occurred") or []) - set(old.get("occurred") or []):
+        reasons.append("throttle counters changed during the run: %s"
+                       % ", ".join(sorted(set(new["occurred"]) - set(old["occurred"] or []))))
+    return reasons
 
 
 def base_result(job, case, status, substatus=None, reason=None, hint=None):
@@ -203,6 +223,7 @@ def _measure(job_path, case, doc, out_dir=None):
     extra = []
     if env["affinity"]["requested"] is not None and env["affinity"]["applied"] is None:
         extra.append("affinity not applied: %s" % env["affinity"]["reason"])
+    extra.extend(throttle_reasons(env["readiness"], env["readiness_after"]))
     # A backend may invalidate its own run (e.g. delegate fallback under require_full_delegation).
     extra.extend(facts.get("validity_reasons") or [])
     doc["validity"] = harness.validity(doc["timing"], case["settings"], extra)
