@@ -8,11 +8,13 @@ import json
 import logging
 import os
 import posixpath
+import re
 import time
 from dataclasses import dataclass
 
 from agent import schema
 from orchestrator import resultmodel
+from orchestrator.errors import OrchestratorError
 from agent.fsutil import atomic_write_bytes  # tmp, fsync, rename, fsync folder
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,28 @@ class RunPoller:
             atomic_write_bytes(os.path.join(self.raw_dir, case_id + ".json"), raw)
             doc, problems = parse_result(raw, self.job, case_id)
             self.collected.add(case_id)
+            if not problems:
+                self._fetch_kept_files(case_id, doc)
             self.on_result(case_id, doc, problems)
+
+    def _fetch_kept_files(self, case_id, doc):
+        """Files the agent kept beside a result (a profile trace): fetched next to the raw result.
+
+        Names come from an untrusted result, so only `<case_id>.<name>` in the out folder counts.
+        """
+        kept = (doc.get("environment") or {}).get("artifacts") or {}
+        pattern = re.compile(r"^%s\.[A-Za-z0-9_.-]+$" % re.escape(case_id))
+        for target in kept.values() if isinstance(kept, dict) else []:
+            if not isinstance(target, str) or not pattern.match(target) or ".." in target:
+                log.warning("%s: ignoring kept file %r of %s", self.t.name, target, case_id)
+                continue
+            try:
+                data = self.t.read_bytes(posixpath.join(self.out, target), schema.MAX_RESULT_BYTES)
+            except OrchestratorError as exc:   # too big or unreadable: the result still counts
+                log.warning("%s: could not fetch %s: %s", self.t.name, target, exc)
+                continue
+            if data is not None:
+                atomic_write_bytes(os.path.join(self.raw_dir, target), data)
 
     def _read_json(self, name, max_bytes=1 << 20):
         raw = self.t.read_bytes(posixpath.join(self.run_dir, name), max_bytes)

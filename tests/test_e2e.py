@@ -186,3 +186,22 @@ def test_plan_of_movenet_suite_explains_every_skip():
         assert device in out
     skips = [l for l in out.splitlines() if l.strip().startswith("SKIP")]
     assert skips and all("  " in l.strip()[5:] for l in skips)   # every skip carries a reason
+
+
+@pytest.mark.slow
+def test_onnxruntime_profile_travels_back_with_the_result(tmp_path):
+    suite = {"name": "prof", "settings": SUITE["settings"], "cooldown": {"mode": "none", "seconds": 0},
+             "models": [{"name": "tiny", "builtin": "movenet-tiny", "variants": ["onnx"]}],
+             "matrix": [{"runtime": "onnxruntime", "options": {"profile": True}}]}
+    path = tmp_path / "prof.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    results = tmp_path / "results"
+    proc = run_cli("run", path, "-i", local_inventory(tmp_path), "--results-dir", results)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    raw_dir = only_run_dir(results) / "raw" / "localhost"
+    [result] = [p for p in raw_dir.glob("c-*.json") if p.name.count(".") == 1]
+    doc = json.loads(result.read_text())
+    assert doc["runtime"]["provider"] == "CPUExecutionProvider"
+    trace = raw_dir / doc["environment"]["artifacts"]["profile.json"]
+    events = json.loads(trace.read_text())
+    assert isinstance(events, list) and any(e.get("cat") == "Node" for e in events)
