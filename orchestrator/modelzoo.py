@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from orchestrator import variants
-from orchestrator.artifacts import Artifact, pack_savedmodel, sha256_file
+from orchestrator.artifacts import cache_root, Artifact, pack_savedmodel, sha256_file
 from orchestrator.errors import ConfigError, ModelBuildError
 
 # name -> (input side, MobileNetV2 alpha, neck channels)
@@ -47,8 +47,7 @@ def list_builtins() -> list[str]:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("BENCHFLEET_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "benchfleet" / "models"
+    return cache_root() / "models"
 
 
 def _version(*dists) -> str | None:

@@ -7,7 +7,6 @@ Results already measured are on disk (raw/<device>/) before anything later can f
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 import threading
@@ -18,12 +17,8 @@ from pathlib import Path
 from agent import schema
 from agent.fsutil import atomic_write_json, atomic_write_text
 from orchestrator import __version__
+from orchestrator.artifacts import cache_root
 from orchestrator.errors import ConfigError, ModelBuildError, OrchestratorError
-
-
-def cache_root() -> Path:
-    env = os.environ.get("BENCHFLEET_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "benchfleet"
 
 
 def probe_cache_path(device_name: str) -> Path:

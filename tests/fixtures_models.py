@@ -9,7 +9,9 @@ import os
 
 import pytest
 
-TEST_CACHE = os.environ.get("BENCHFLEET_CACHE", "/tmp/benchfleet-test-cache")
+# The cache root as the CLI sees it (BENCHFLEET_CACHE); models live in its models/ folder.
+TEST_ROOT = os.environ.get("BENCHFLEET_CACHE", "/tmp/benchfleet-test-cache")
+TEST_CACHE = os.path.join(TEST_ROOT, "models")
 
 
 @pytest.fixture(scope="session")

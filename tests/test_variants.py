@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from fixtures_models import TEST_CACHE, tiny_models  # noqa: F401 - a fixture
+from fixtures_models import TEST_CACHE, TEST_ROOT, tiny_models  # noqa: F401 - a fixture
 from orchestrator import artifacts, modelzoo, suite, variants
 from orchestrator.errors import ConfigError, ModelBuildError
 
@@ -182,7 +182,7 @@ def test_user_folder_without_a_serving_signature_is_refused_clearly(tmp_path):
 
 
 def test_models_build_cli_prints_each_variant_and_fails_for_the_missing_compiler(tiny_variants):
-    env = dict(os.environ, BENCHFLEET_CACHE=TEST_CACHE, PATH=_no_compiler_path(), PYTHONPATH=REPO)
+    env = dict(os.environ, BENCHFLEET_CACHE=TEST_ROOT, PATH=_no_compiler_path(), PYTHONPATH=REPO)
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "models", "build", "movenet-tiny",
                            "--variants", "tflite-fp16,int8-edgetpu"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
