@@ -97,7 +97,8 @@ def build_artifacts(plan, suite, progress: Progress) -> tuple[dict, dict]:
         try:
             if spec.builtin:
                 progress.say("controller", "model %s/%s (built once, then cached)" % key)
-                artifacts[key] = modelzoo.build_model(spec.builtin, case.variant)
+                artifacts[key] = modelzoo.build_model(
+                    spec.builtin, case.variant, representative=spec.resolved_representative())
             else:
                 artifacts[key] = modelzoo.resolve_user_model(spec.resolved_path())
         except ModelBuildError as exc:

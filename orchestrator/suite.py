@@ -90,9 +90,13 @@ class ModelSpec(_Strict):
     path: Optional[str] = None
     synthetic_ms: Optional[PosFloat] = None
     variants: Optional[list[str]] = None
+    # int8 calibration samples for a built-in (a folder of .npy files, relative to the suite);
+    # default: seeded random pixels, like the inputs the harness feeds.
+    representative: Optional[str] = None
 
     _file_format: str = PrivateAttr(default="")
     _resolved: str = PrivateAttr(default="")
+    _representative: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -131,6 +135,10 @@ class ModelSpec(_Strict):
     def resolved_path(self):
         """Absolute path of a `path:` model (resolved against the suite file's folder)."""
         return self._resolved or None
+
+    def resolved_representative(self):
+        """Absolute path of the `representative:` folder, or None."""
+        return self._representative or None
 
 
 class MatrixEntry(_Strict):
@@ -283,7 +291,20 @@ def _check_models(suite, base_dir):
                 problems.append(("%s.variants[%d]" % (where, j), "duplicate variant %r" % variant))
         if model.kind == "path":
             problems.extend(_check_model_path(model, where, base_dir))
+        if model.representative is not None:
+            problems.extend(_check_representative(model, where, base_dir))
     return problems
+
+
+def _check_representative(model, where, base_dir):
+    if model.kind != "builtin":
+        return [(where + ".representative", "only built-in models are calibrated here; quantize "
+                 "your own model yourself and name the file with path:")]
+    full = (base_dir / os.path.expanduser(model.representative)).resolve()
+    model._representative = str(full)
+    if not full.is_dir():
+        return [(where + ".representative", "not a folder: %s (expected .npy samples)" % full)]
+    return []
 
 
 def _check_model_path(model, where, base_dir):

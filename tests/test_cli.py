@@ -172,3 +172,25 @@ def _stop_local_agents(workdir):
             os.killpg(pid, signal.SIGTERM)
         except (OSError, TypeError):
             pass
+
+
+def test_suite_representative_data_calibrates_the_int8_build(tmp_path, tiny_models):
+    import numpy as np
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.RandomState(7)
+    for i in range(4):   # bright images only: a different calibration than the default
+        np.save(calib / ("s%d.npy" % i), rng.randint(200, 256, size=(96, 96, 3)).astype(np.uint8))
+    suite = write_yaml(tmp_path / "s.yaml", {
+        "name": "calib", "settings": QUICK, "cooldown": {"mode": "none", "seconds": 0},
+        "models": [{"name": "tiny", "builtin": "movenet-tiny", "variants": ["tflite-int8"],
+                    "representative": "calib"}],
+        "matrix": [{"runtime": "tflite"}]})
+    results = tmp_path / "results"
+    env = {"BENCHFLEET_CACHE": str(tmp_path / "cache")}
+    proc = cli("run", suite, "-i", local_inventory(tmp_path), "--results-dir", results, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(next(results.iterdir()) / "results.csv") as f:
+        [row] = list(csv.DictReader(f))
+    assert row["status"] == "ok"
+    assert row["model_sha256"] != tiny_models["tflite-int8"].sha256   # calibrated differently

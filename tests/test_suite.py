@@ -194,3 +194,18 @@ def test_not_a_mapping_and_missing_fields(tmp_path):
     b = write(tmp_path, "name: t\n", "b.yaml")
     assert problems_of(a) == ["%s: expected a mapping with name:, models: and matrix:" % a]
     assert problems_of(b) == ["%s: models: field required" % b, "%s: matrix: field required" % b]
+
+
+def test_representative_folder_is_resolved_against_the_suite_and_checked(tmp_path):
+    (tmp_path / "calib").mkdir()
+    good = tmp_path / "good.yaml"
+    good.write_text("name: r\nmodels:\n  - name: l\n    builtin: movenet-tiny\n"
+                    "    representative: calib\nmatrix:\n  - runtime: tflite\n")
+    assert load_suite(good).models[0].resolved_representative() == str(tmp_path / "calib")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: r\nmodels:\n  - name: l\n    builtin: movenet-tiny\n"
+                   "    representative: nope\nmatrix:\n  - runtime: tflite\n")
+    with pytest.raises(ConfigError) as err:
+        load_suite(bad)
+    assert err.value.problems == ["%s: models[0].representative: not a folder: %s (expected .npy "
+                                  "samples)" % (bad, tmp_path / "nope")]
