@@ -14,20 +14,14 @@ from pydantic import model_validator
 
 from agent.schema import BACKENDS, COOLDOWN_MODES, DEFAULT_SETTINGS, PRECISIONS
 from orchestrator.errors import ConfigError
+from orchestrator.variants import VARIANT_FORMATS
 from orchestrator.inventory import NAME_PATTERN, Name
 from orchestrator.yamlio import format_validation_error, load_yaml
 
 # Mirrors orchestrator/modelzoo.py (not imported: planning must not pay for a model-builder import).
 BUILTIN_MODELS = ("movenet-thunder", "movenet-lightning", "movenet-tiny")
-# variant -> (format, the precision its weights are stored in); orchestrator/variants.py's order
-BUILTIN_VARIANTS = {
-    "savedmodel": ("savedmodel", "fp32"),
-    "tflite-fp32": ("tflite", "fp32"),
-    "tflite-fp16": ("tflite", "fp16"),
-    "tflite-int8": ("tflite", "int8"),
-    "onnx": ("onnx", "fp32"),
-    "int8-edgetpu": ("tflite", "int8"),
-}
+# variant -> (format, the precision its weights are stored in); variants.py has no heavy imports.
+BUILTIN_VARIANTS = VARIANT_FORMATS
 # A built-in model without `variants:` gets these; the others only where a `variants:` names them
 # (an Edge TPU-compiled model must never land on the plain tflite runtime by default).
 DEFAULT_BUILTIN_VARIANTS = ("savedmodel", "tflite-fp32", "tflite-int8")

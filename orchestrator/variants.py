@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator.errors import ModelBuildError
 
-# variant -> (format, precision of its weights); suite.BUILTIN_VARIANTS mirrors this.
+# variant -> (format, precision of its weights); suite.py plans with this table.
 VARIANT_FORMATS = {
     "savedmodel": ("savedmodel", "fp32"),
     "tflite-fp32": ("tflite", "fp32"),
