@@ -18,6 +18,15 @@ class BackendUnavailable(Exception):
         self.hint = hint
 
 
+def require_module(name, reason, hint):
+    """Import `name`, or raise BackendUnavailable("<reason> (<import error>)", hint)."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise BackendUnavailable("%s (%s)" % (reason, exc), hint=hint)
+
+
 class BadModel(Exception):
     """The model file cannot be used by this backend (wrong format, corrupt, not compiled)."""
 

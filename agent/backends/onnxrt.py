@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 
-from agent.backends.base import Backend, BackendUnavailable, BadModel
+from agent.backends.base import Backend, BadModel, require_module
 
 DEFAULT_PROVIDERS = ["CPUExecutionProvider"]
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -23,12 +23,8 @@ _ONNX_DTYPES = {"float": "float32", "float16": "float16", "double": "float64", "
 
 def import_onnxruntime():
     """The onnxruntime module. Raises BackendUnavailable when it is not installed."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise BackendUnavailable("onnxruntime not installed",
-                                 hint="pip install onnxruntime (onnxruntime-gpu for CUDA)")
-    return onnxruntime
+    return require_module("onnxruntime", "onnxruntime not installed",
+                          "pip install onnxruntime (onnxruntime-gpu for CUDA)")
 
 
 class OnnxRuntimeBackend(Backend):

@@ -13,7 +13,7 @@ import os
 
 from agent import schema
 from agent.backends import devcache
-from agent.backends.base import Backend, BackendUnavailable, BadModel
+from agent.backends.base import Backend, BackendUnavailable, BadModel, require_module
 
 TRT_HINT = ("on Jetson: comes with JetPack (apt install python3-libnvinfer); "
             "on x86: pip install tensorrt")
@@ -24,11 +24,7 @@ TIMED = "h2d+execute+d2h"
 
 
 def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise BackendUnavailable("tensorrt Python module not installed (%s)" % exc, hint=TRT_HINT)
-    return tensorrt
+    return require_module("tensorrt", "tensorrt Python module not installed", TRT_HINT)
 
 
 def engine_key(model_sha256, trt_version, precision, gpu_name, builder_options):

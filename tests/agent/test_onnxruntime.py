@@ -157,6 +157,7 @@ def test_without_onnxruntime_the_case_is_skipped_with_the_install_hint(workdir, 
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
     assert proc.returncode == schema.EXIT_OK, proc.stderr
     doc = json.load(open(os.path.join(out, "c-ort.json")))
-    assert (doc["status"], doc["reason"]) == ("skipped", "onnxruntime not installed")
+    assert doc["status"] == "skipped"
+    assert doc["reason"].startswith("onnxruntime not installed (No module named 'onnxruntime')")
     assert doc["hint"] == "pip install onnxruntime (onnxruntime-gpu for CUDA)"
     assert doc["device"]["python"].startswith("3.8")
