@@ -194,3 +194,16 @@ def test_suite_representative_data_calibrates_the_int8_build(tmp_path, tiny_mode
         [row] = list(csv.DictReader(f))
     assert row["status"] == "ok"
     assert row["model_sha256"] != tiny_models["tflite-int8"].sha256   # calibrated differently
+
+
+def test_devices_probe_over_ssh_uploads_the_agent_and_caches_each_probe(tmp_path, ssh_lab):
+    env = {"BENCHFLEET_CACHE": str(tmp_path / "cache")}
+    inv = ssh_lab.write_inventory(tmp_path / "lab.yaml", python=sys.executable)
+    proc = cli("devices", "probe", "-i", inv, env=env)
+    assert proc.returncode == 0, proc.stderr
+    for dev in ssh_lab.devices:
+        cached = json.loads((tmp_path / "cache/probes" / (dev.name + ".json")).read_text())
+        assert cached["python"]["executable"] == sys.executable
+        assert list(Path(dev.workdir, "agent").glob("*.pyz"))   # uploaded into its own workdir
+    one = cli("devices", "probe", ssh_lab.devices[0].name, "-i", inv, env=env)
+    assert one.returncode == 0 and list(json.loads(one.stdout)) == [ssh_lab.devices[0].name]
