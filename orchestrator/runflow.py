@@ -149,15 +149,14 @@ def _device_job(run_id, nonce, suite, dplan, artifacts, problems):
     return job, planned, blobs
 
 
-def _manifest(summary: RunSummary, suite_path, inventory_paths, plan, state: str, **extra) -> None:
+def _manifest(summary: RunSummary, state: str, suite_path, inventory_paths, plan, **extra) -> None:
     doc = {"run_id": summary.run_id, "state": state, "controller_version": __version__,
            "schema_version": schema.SCHEMA_VERSION, "suite": str(suite_path),
            "inventory": [str(p) for p in inventory_paths],
            "devices": {d.device.name: {"transport": d.device.transport,
                                        "cases": [c.case_id for c in d.cases],
                                        "skipped": [c.case_id for c in d.skipped]}
-                       for d in plan.devices},
-           "started_at": extra.pop("started_at", None)}
+                       for d in plan.devices}}
     doc.update(extra)
     atomic_write_json(str(summary.run_dir / "manifest.json"), doc)
 
@@ -172,7 +171,7 @@ def _write_raw(raw_dir: Path, doc: dict) -> None:
 def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
               max_parallel=8, progress: Progress | None = None) -> RunSummary:
     """Run a suite end to end and write results/<run-id>/. Bad input raises ConfigError first."""
-    from orchestrator import agentpkg, executor, report
+    from orchestrator import agentpkg, executor
     from orchestrator.inventory import load_inventory
     from orchestrator.planner import plan as make_plan
     from orchestrator.suite import load_suite
@@ -181,41 +180,58 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
     suite = load_suite(suite_path)
     inventory = load_inventory(inventory_paths)
     the_plan = make_plan(suite, inventory, devices=devices, probes=cached_probes(inventory))
-    run_id, nonce = new_run_id(), secrets.token_hex(16)
+    summary = _open_run(results_dir)
+    manifest = dict(suite_path=suite_path, inventory_paths=inventory_paths, plan=the_plan,
+                    started_at=_utc(), nonce=secrets.token_hex(16))
+    _manifest(summary, state="running", **manifest)
+    progress.say("controller", "run %s: %s" % (summary.run_id, summary.run_dir))
+
+    artifacts, problems = build_artifacts(the_plan, suite, progress)
+    pyz = agentpkg.build_agent_pyz(str(cache_root() / "agent"))
+    runs, planned = [], {}
+    for dplan in the_plan.devices:
+        job, done_docs, blobs = _device_job(summary.run_id, manifest["nonce"], suite, dplan,
+                                            artifacts, problems)
+        raw_dir = summary.run_dir / "raw" / dplan.device.name
+        planned[dplan.device.name] = done_docs
+        for doc in done_docs:
+            _write_raw(raw_dir, doc)
+            progress.say(dplan.device.name, "%s: %s: %s" % (doc["label"], doc["status"], doc["reason"]))
+        if job["cases"]:
+            runs.append(executor.DeviceRun(dplan.device, job, blobs, (Path(pyz[0]), pyz[1]), raw_dir))
+    try:
+        outcomes = {o.device: o for o in executor.run_devices(runs, max_parallel, progress.event)}
+    except KeyboardInterrupt:
+        _manifest(summary, state="interrupted", **manifest)
+        progress.say("controller", "interrupted: results fetched so far are in %s/raw; agents "
+                     "already started keep running on their devices" % summary.run_dir)
+        raise
+    _gather(summary, the_plan, planned, outcomes, progress)
+    counts = _report(summary, the_plan)
+    _manifest(summary, state="finished", finished_at=_utc(), counts=counts,
+              device_errors=summary.device_errors, agent_sha256=pyz[1],
+              artifacts={"%s/%s" % k: a.sha256 for k, a in artifacts.items()}, **manifest)
+    return summary
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _open_run(results_dir) -> RunSummary:
+    run_id = new_run_id()
     summary = RunSummary(run_id, Path(results_dir) / run_id)
     try:
         (summary.run_dir / "raw").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("--results-dir %s: cannot create %s: %s; pick a writable folder"
                           % (results_dir, summary.run_dir, exc.strerror or exc)) from None
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    _manifest(summary, suite_path, inventory_paths, the_plan, "running", started_at=started)
-    progress.say("controller", "run %s: %s" % (run_id, summary.run_dir))
+    return summary
 
-    artifacts, problems = build_artifacts(the_plan, suite, progress)
-    pyz = agentpkg.build_agent_pyz(str(cache_root() / "agent"))
-    runs, planned = [], {}
-    for dplan in the_plan.devices:
-        job, done_docs, blobs = _device_job(run_id, nonce, suite, dplan, artifacts, problems)
-        raw_dir = summary.run_dir / "raw" / dplan.device.name
-        planned[dplan.device.name] = done_docs
-        for doc in done_docs:
-            _write_raw(raw_dir, doc)
-            progress.say(dplan.device.name, "%s: %s" % (doc["label"], doc["status"]
-                                                         + ": " + doc["reason"]))
-        if job["cases"]:
-            runs.append(executor.DeviceRun(dplan.device, job, blobs, (Path(pyz[0]), pyz[1]),
-                                           raw_dir))
-    try:
-        outcomes = {o.device: o for o in executor.run_devices(runs, max_parallel, progress.event)}
-    except KeyboardInterrupt:
-        _manifest(summary, suite_path, inventory_paths, the_plan, "interrupted",
-                  started_at=started, nonce=nonce)
-        progress.say("controller", "interrupted: results fetched so far are in %s/raw; agents "
-                     "already started keep running on their devices" % summary.run_dir)
-        raise
 
-    by_device = {}
+def _gather(summary, the_plan, planned, outcomes, progress) -> None:
+    """Every device's result docs (planned skips + what it ran) into summary.rows, in plan order."""
+    from orchestrator import report
     for dplan in the_plan.devices:
         name = dplan.device.name
         outcome = outcomes.get(name)
@@ -223,32 +239,29 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
         if outcome and outcome.error:
             summary.device_errors[name] = outcome.error
             progress.say(name, "device error: %s" % outcome.error)
-        by_device[name] = docs
-        for doc in docs.values():
-            _write_raw(summary.run_dir / "raw" / name, doc)
-    # Rows in plan order: the table reads like the suite.
-    for dplan in the_plan.devices:
-        for case in dplan.cases:
-            doc = by_device[dplan.device.name].get(case.case_id)
+        for case in dplan.cases:   # plan order: the table reads like the suite
+            doc = docs.get(case.case_id)
             if doc is not None:
-                summary.rows.append(report.flat_row(doc, dplan.device.name))
+                _write_raw(summary.run_dir / "raw" / name, doc)
+                summary.rows.append(report.flat_row(doc, name))
+
+
+def _report(summary, the_plan) -> dict:
+    """results.csv, comparison.md and the printed table; returns the counts per status."""
+    from orchestrator import report
     names = [d.device.name for d in the_plan.devices if d.cases]
     header, body = report.comparison(summary.rows, names)
     report.write_csv(summary.rows, summary.run_dir / "results.csv")
-    md = report.render_markdown(header, body, summary.rows, run_id)
-    atomic_write_text(str(summary.run_dir / "comparison.md"), md)
+    atomic_write_text(str(summary.run_dir / "comparison.md"),
+                      report.render_markdown(header, body, summary.rows, summary.run_id))
     counts = {s: sum(r["status"] == s for r in summary.rows) for s in schema.STATUSES}
-    _manifest(summary, suite_path, inventory_paths, the_plan, "finished", started_at=started,
-              finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), nonce=nonce,
-              counts=counts, device_errors=summary.device_errors,
-              artifacts={"%s/%s" % k: a.sha256 for k, a in artifacts.items()}, agent_sha256=pyz[1])
     print("", flush=True)
     print(report.render_text(header, body))
     print("\ncells: p50 / p99 (99%-confidence upper bound; n/e = too few samples) / first, ms;"
           " * = INVALID (see comparison.md)")
     print("%d ok, %d skipped, %d failed -> %s" % (counts["ok"], counts["skipped"], counts["failed"],
                                                    summary.run_dir))
-    return summary
+    return counts
 
 
 def probe_devices(devices) -> dict:
