@@ -229,3 +229,20 @@ def test_case_backstop_times_out_a_case_the_agent_did_not_end(tmp_path, agent_py
     assert [(r["status"], r["substatus"]) for r in outcome.results] == [
         ("failed", "timeout"), ("failed", "agent_lost")]
     assert "case_timeout_s 1" in outcome.results[0]["reason"]
+
+
+def test_kept_files_are_fetched_only_under_their_case_name(tmp_path):
+    """A result names files kept beside it; the names are untrusted, so only <case_id>.<name>."""
+    from orchestrator.poller import RunPoller
+    from orchestrator.transport import LocalTransport
+    run_dir, raw = tmp_path / "run", tmp_path / "raw"
+    (run_dir / "out").mkdir(parents=True)
+    raw.mkdir()
+    (run_dir / "out" / "c-1.profile.json").write_text("[1]")
+    (tmp_path / "secret").write_text("do not copy")
+    job = {"nonce": "n", "run_id": "r", "cases": [{"case_id": "c-1"}]}
+    poller = RunPoller(LocalTransport("dev"), job, str(run_dir), str(raw), None, None, 60, 60)
+    poller._fetch_kept_files("c-1", {"environment": {"artifacts": {
+        "profile.json": "c-1.profile.json", "escape": "../../secret", "other": "c-2.x"}}})
+    assert sorted(p.name for p in raw.iterdir()) == ["c-1.profile.json"]
+    assert (raw / "c-1.profile.json").read_text() == "[1]"
