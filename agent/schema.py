@@ -8,6 +8,7 @@ Format history (bump SCHEMA_VERSION and add a line; orchestrator migrates older 
 """
 
 import math
+import time
 
 SCHEMA_VERSION = 1
 JOB_KIND = "benchfleet.job"
@@ -204,6 +205,29 @@ TIMING_FIELDS = (
 )
 SUMMARY_FIELDS = ("n", "mean", "std", "cv", "min", "max", "throughput_ips") + tuple(
     percentile_key(p) for p in PERCENTILES)
+
+
+def utc_now():
+    """Timestamps in results: UTC, ISO 8601, seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def new_result(job, case, status, device, agent_version, substatus=None, reason=None, hint=None):
+    """A result document with every RESULT_FIELDS key, for the agent and the controller alike.
+
+    `case` is the job case; timing, validity and the free-form facts start empty.
+    """
+    now = utc_now()
+    return {
+        "schema_version": SCHEMA_VERSION, "kind": RESULT_KIND,
+        "run_id": job.get("run_id"), "nonce": job.get("nonce"), "case_id": case.get("case_id"),
+        "label": case.get("label") or case.get("case_id"), "device": device,
+        "model": dict(case.get("model") or {}), "runtime": dict(case.get("runtime") or {}),
+        "settings": dict(case.get("settings") or {}), "status": status, "substatus": substatus,
+        "reason": reason, "hint": hint, "timing": None, "validity": None, "memory": {},
+        "telemetry": {}, "delegation": {}, "environment": {}, "cooldown": {},
+        "agent_version": agent_version, "started_at": now, "finished_at": now,
+    }
 
 
 def check_result(doc):

@@ -14,7 +14,6 @@ import socket
 import sys
 import tarfile
 import tempfile
-import time
 import traceback
 
 from agent import AGENT_VERSION, fsutil, harness, probe_hw, schema
@@ -22,10 +21,6 @@ from agent.backends import get_backend_class
 from agent.backends.base import BackendUnavailable, BadModel
 
 COOLDOWN_ENV = "BENCHFLEET_COOLDOWN"  # JSON the supervisor passes: the wait before this case
-
-
-def utc_now():
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def device_facts(job):
@@ -79,18 +74,9 @@ def throttle_reasons(before, after):
 
 
 def base_result(job, case, status, substatus=None, reason=None, hint=None):
-    """A result document with every schema.RESULT_FIELDS key; callers fill timing and the rest."""
-    now = utc_now()
-    return {
-        "schema_version": schema.SCHEMA_VERSION, "kind": schema.RESULT_KIND,
-        "run_id": job.get("run_id"), "nonce": job.get("nonce"), "case_id": case.get("case_id"),
-        "label": case.get("label") or case.get("case_id"), "device": device_facts(job),
-        "model": dict(case.get("model") or {}), "runtime": dict(case.get("runtime") or {}),
-        "settings": dict(case.get("settings") or {}), "status": status, "substatus": substatus,
-        "reason": reason, "hint": hint, "timing": None, "validity": None, "memory": {},
-        "telemetry": {}, "delegation": {}, "environment": {}, "cooldown": {},
-        "agent_version": AGENT_VERSION, "started_at": now, "finished_at": now,
-    }
+    """A result document of this device (schema.new_result with the device's facts)."""
+    return schema.new_result(job, case, status, device_facts(job), AGENT_VERSION,
+                             substatus, reason, hint)
 
 
 def write_result(out_dir, doc):
@@ -264,6 +250,6 @@ def run_case(job_path, case_id, out_dir):
         traceback.print_exc()
         doc.update(status="failed", substatus="error", timing=None, validity=None,
                    reason="%s: %s" % (type(exc).__name__, exc))
-    doc["finished_at"] = utc_now()
+    doc["finished_at"] = schema.utc_now()
     doc = write_result(out_dir, doc)
     return schema.WORKER_RESULT_WRITTEN_FAILED if doc["status"] == "failed" else schema.WORKER_OK

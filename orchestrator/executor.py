@@ -42,22 +42,18 @@ class DeviceRun:
     transport: object = None
 
 
-def make_failed_result(job, case, substatus, reason):
-    """A schema-valid failed result made by the controller (every RESULT_FIELDS key)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    doc = {
-        "schema_version": schema.SCHEMA_VERSION, "kind": schema.RESULT_KIND,
-        "run_id": job.get("run_id"), "nonce": job.get("nonce"), "case_id": case.get("case_id"),
-        "label": case.get("label") or case.get("case_id"),
-        "device": {"name": job.get("device"), "source": "controller"},
-        "model": dict(case.get("model") or {}), "runtime": dict(case.get("runtime") or {}),
-        "settings": dict(case.get("settings") or {}), "status": "failed", "substatus": substatus,
-        "reason": reason, "hint": None, "timing": None, "validity": None, "memory": {},
-        "telemetry": {}, "delegation": {}, "environment": {}, "cooldown": {},
-        "agent_version": CONTROLLER_VERSION, "started_at": now, "finished_at": now,
-    }
-    assert set(doc) == set(schema.RESULT_FIELDS)
+def controller_result(job, case, status, reason, substatus=None, hint=None):
+    """A result the controller writes itself (a planned skip, a device that failed)."""
+    device = {"name": job.get("device"), "source": "controller"}
+    doc = schema.new_result(job, case, status, device, CONTROLLER_VERSION, substatus, reason, hint)
+    problems = schema.check_result(doc)
+    if problems:   # a bug in the caller, not bad input: keep the traceback
+        raise AssertionError("controller-made result is invalid: %s" % "; ".join(problems))
     return doc
+
+
+def make_failed_result(job, case, substatus, reason):
+    return controller_result(job, case, "failed", reason, substatus)
 
 
 def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,

@@ -116,20 +116,9 @@ def job_case(case, artifact) -> dict:
             "runtime": dict(case.runtime), "settings": dict(case.settings)}
 
 
-def controller_result(job: dict, case: dict, status: str, reason: str, hint=None,
-                      substatus=None) -> dict:
-    """A result the controller writes itself (planned skip, model build problem)."""
-    from orchestrator.executor import make_failed_result
-    doc = make_failed_result(job, case, substatus or "error", reason)
-    doc.update(status=status, substatus=substatus, reason=reason, hint=hint)
-    problems = schema.check_result(doc)
-    if problems:
-        raise AssertionError("controller-made result is invalid: %s" % problems)
-    return doc
-
-
 def _device_job(run_id, nonce, suite, dplan, artifacts, problems):
     """(job, planned result docs, blobs) for one device."""
+    from orchestrator.executor import controller_result
     job = {"schema_version": schema.SCHEMA_VERSION, "kind": schema.JOB_KIND, "run_id": run_id,
            "nonce": nonce, "device": dplan.device.name,
            "cooldown": suite.cooldown.model_dump(), "cases": []}
@@ -138,7 +127,8 @@ def _device_job(run_id, nonce, suite, dplan, artifacts, problems):
         artifact = artifacts.get((case.model_name, case.variant))
         jc = job_case(case, artifact)
         if case.skip_reason is not None:
-            planned.append(controller_result(job, jc, "skipped", case.skip_reason, case.skip_hint))
+            planned.append(controller_result(job, jc, "skipped", case.skip_reason,
+                                             hint=case.skip_hint))
         elif (case.model_name, case.variant) in problems:
             planned.append(controller_result(job, jc, "skipped",
                                              problems[(case.model_name, case.variant)]))
