@@ -1,7 +1,7 @@
 """The agent protocol: job and result documents, their version and their checks.
 
 One source of truth, stdlib only (runs on Python 3.6). The controller mirrors it with
-pydantic in orchestrator/resultmodel.py; tests/test_contract.py runs golden files through both.
+pydantic in orchestrator/records.py; tests/test_contract.py runs golden files through both.
 
 Format history (bump SCHEMA_VERSION and add a line; orchestrator migrates older versions):
   1  2026-11  first version: job.json, <case_id>.json results, events.jsonl, heartbeat, status.json

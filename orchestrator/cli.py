@@ -18,7 +18,7 @@ DEFAULT_INVENTORY = ["inventory"]
 
 
 def _inventory(args):
-    from orchestrator.inventory import load_inventory
+    from orchestrator.config.inventory import load_inventory
     return load_inventory(args.inventory or DEFAULT_INVENTORY)
 
 
@@ -40,7 +40,7 @@ def cmd_devices_list(args) -> int:
 
 
 def cmd_devices_trust(args) -> int:
-    from orchestrator.hostkeys import trust_host_key
+    from orchestrator.transport.hostkeys import trust_host_key
     inv = _inventory(args)
     for dev in inv.select([args.name]):
         fingerprint = trust_host_key(dev, dev.known_hosts_path)
@@ -49,7 +49,7 @@ def cmd_devices_trust(args) -> int:
 
 
 def cmd_devices_probe(args) -> int:
-    from orchestrator.runflow import probe_devices
+    from orchestrator.probes import probe_devices
     inv = _inventory(args)
     devices = inv.select([args.name]) if args.name else list(inv)
     outcomes = probe_devices(devices)
@@ -64,7 +64,7 @@ def cmd_devices_probe(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from orchestrator.suite import load_suite
+    from orchestrator.config.suite import load_suite
     problems = []
     inv = None
     try:
@@ -83,9 +83,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from orchestrator.planner import plan
-    from orchestrator.suite import load_suite
-    from orchestrator.runflow import cached_probes
+    from orchestrator.plan import plan
+    from orchestrator.config.suite import load_suite
+    from orchestrator.probes import cached_probes
     suite = load_suite(args.suite)
     inv = _inventory(args)
     the_plan = plan(suite, inv, devices=_device_list(args.devices), probes=cached_probes(inv))
@@ -94,7 +94,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from orchestrator.runflow import run_suite
+    from orchestrator.run import run_suite
     summary = run_suite(args.suite, args.inventory or DEFAULT_INVENTORY,
                         devices=_device_list(args.devices), results_dir=args.results_dir,
                         max_parallel=args.parallel)
@@ -102,7 +102,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_models_build(args) -> int:
-    from orchestrator.modelcli import build_variants
+    from orchestrator.models.build import build_variants
     return build_variants(args.source, args.variants, args.representative, args.out)
 
 

@@ -1,7 +1,7 @@
 """Session fixture: movenet-tiny in every variant, built once into a cache shared across runs.
 
 Test modules import `tiny_models` from here (tests/conftest.py is left to the suite as a whole).
-The cache is content-keyed, so a stale entry is impossible: a changed modelzoo.py or TensorFlow
+The cache is content-keyed, so a stale entry is impossible: a changed zoo.py or TensorFlow
 gives new keys and a rebuild (about 15 s per variant), an unchanged one costs milliseconds.
 """
 
@@ -18,10 +18,10 @@ TEST_CACHE = os.path.join(TEST_ROOT, "models")
 def tiny_models():
     """{variant: Artifact} for movenet-tiny's CORE_VARIANTS (TensorFlow alone builds them);
     skips when TensorFlow cannot build them here."""
-    from orchestrator import modelzoo
+    from orchestrator.models import zoo
     from orchestrator.errors import ModelBuildError
     try:
-        return {v: modelzoo.build_model("movenet-tiny", v, cache_dir=TEST_CACHE)
-                for v in modelzoo.CORE_VARIANTS}
+        return {v: zoo.build_model("movenet-tiny", v, cache_dir=TEST_CACHE)
+                for v in zoo.CORE_VARIANTS}
     except ModelBuildError as exc:
         pytest.skip(str(exc))

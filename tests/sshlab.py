@@ -66,7 +66,7 @@ class LabDevice:
 
     def as_device(self, **overrides):
         """The real inventory Device for this lab device, with fields overridden."""
-        from orchestrator.inventory import Device
+        from orchestrator.config.inventory import Device
         return Device.model_validate(dict(self.fields(), name=self.name, **overrides))
 
     def drop_connections(self):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent import schema
-from orchestrator import resultmodel
+from orchestrator import records
 
 GOLDEN = Path(__file__).parent / "golden"
 RESULTS = sorted(GOLDEN.glob("result-*.json"))
@@ -24,7 +24,7 @@ def both_checks(doc):
     """(agent problems, controller error or None) for one document."""
     agent_problems = schema.check_result(doc)
     try:
-        resultmodel.parse_result(json.dumps(doc))
+        records.parse_result(json.dumps(doc))
         controller = None
     except ValueError as exc:
         controller = str(exc)
@@ -82,7 +82,7 @@ def test_broken_golden_copies_fail_both_checks(path):
 def test_controller_rejects_nan_in_raw_result():
     raw = (GOLDEN / "result-ok1.json").read_text().replace('"first_ms": ', '"first_ms": NaN, "x": ', 1)
     with pytest.raises(ValueError, match="NaN"):
-        resultmodel.parse_result(raw)
+        records.parse_result(raw)
 
 
 def test_fresh_agent_outputs_pass_both_checks(tmp_path):

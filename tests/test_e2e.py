@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from agent import schema
-from orchestrator import resultmodel
+from orchestrator import records
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = os.environ.get("BENCHFLEET_CACHE", "/tmp/benchfleet-test-cache")
@@ -73,7 +73,7 @@ def check_run_outputs(run_dir, devices, stdout, cases=CASES):
     assert all(d in table.splitlines()[0] for d in devices)
     for row in rows:
         raw = (run_dir / "raw" / row["device"] / (row["case_id"] + ".json")).read_text()
-        result = resultmodel.parse_result(raw)
+        result = records.parse_result(raw)
         assert schema.check_result(json.loads(raw)) == []
         assert result.status == row["status"] == "ok", (row["reason"], row["label"])
         lat = result.timing.latencies_ms

@@ -16,11 +16,11 @@ import pytest
 
 import sshlab
 from agent import schema
-from orchestrator.agentpkg import build_agent_pyz
+from orchestrator.deploy import build_agent_pyz
 from orchestrator.errors import AgentBusy
-from orchestrator.executor import DeviceRun, make_failed_result, run_device, run_devices
-from orchestrator.inventory import Device
-from orchestrator.poller import parse_result
+from orchestrator.execute import DeviceRun, make_failed_result, run_device, run_devices
+from orchestrator.config.inventory import Device
+from orchestrator.collect import parse_result
 from orchestrator.transport import make_transport
 
 SETTINGS = {"warmup_runs": 2, "warmup_min_s": 0.0, "runs": 20, "min_duration_s": 0.05,
@@ -233,8 +233,8 @@ def test_case_backstop_times_out_a_case_the_agent_did_not_end(tmp_path, agent_py
 
 def test_kept_files_are_fetched_only_under_their_case_name(tmp_path):
     """A result names files kept beside it; the names are untrusted, so only <case_id>.<name>."""
-    from orchestrator.poller import RunPoller
-    from orchestrator.transport import LocalTransport
+    from orchestrator.collect import RunPoller
+    from orchestrator.transport.local import LocalTransport
     run_dir, raw = tmp_path / "run", tmp_path / "raw"
     (run_dir / "out").mkdir(parents=True)
     raw.mkdir()

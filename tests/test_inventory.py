@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.inventory import Device, load_inventory
-from orchestrator.yamlio import load_yaml
+from orchestrator.config.inventory import Device, load_inventory
+from orchestrator.config.yamlio import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 

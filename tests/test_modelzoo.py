@@ -1,4 +1,4 @@
-"""orchestrator.modelzoo and artifacts: real builds of movenet-tiny, reproducible hashes, the cache."""
+"""orchestrator.models.zoo and artifacts: real builds of movenet-tiny, reproducible hashes, the cache."""
 
 import os
 import subprocess
@@ -9,7 +9,8 @@ import time
 import pytest
 
 from fixtures_models import TEST_CACHE, tiny_models  # noqa: F401 - a fixture
-from orchestrator import artifacts, modelzoo
+from orchestrator.models import artifacts
+from orchestrator.models import zoo
 from orchestrator.errors import ConfigError, ModelBuildError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,15 +58,15 @@ def test_savedmodel_tar_unpacks_to_the_folder(tiny_models, tmp_path):
 @pytest.mark.slow
 def test_fresh_builds_are_bit_reproducible(tiny_models, tmp_path):
     # Every variant, SavedModel included (its random fingerprint uuid is cleared on build).
-    for variant in modelzoo.CORE_VARIANTS:
-        fresh = modelzoo.build_model("movenet-tiny", variant, cache_dir=tmp_path / variant)
+    for variant in zoo.CORE_VARIANTS:
+        fresh = zoo.build_model("movenet-tiny", variant, cache_dir=tmp_path / variant)
         assert fresh.sha256 == tiny_models[variant].sha256, variant
         assert artifacts.sha256_file(fresh.local_path) == fresh.sha256
 
 
 def test_cache_hit_returns_without_importing_tensorflow(tiny_models):
-    code = ("import sys, time; from orchestrator import modelzoo; t = time.time(); "
-            "a = modelzoo.build_model('movenet-tiny', 'tflite-int8', cache_dir=%r); "
+    code = ("import sys, time; from orchestrator.models import zoo; t = time.time(); "
+            "a = zoo.build_model('movenet-tiny', 'tflite-int8', cache_dir=%r); "
             "print(a.sha256, 'tensorflow' in sys.modules, time.time() - t)" % TEST_CACHE)
     out = subprocess.check_output([sys.executable, "-c", code], cwd=REPO, text=True).split()
     assert out[0] == tiny_models["tflite-int8"].sha256
@@ -74,31 +75,31 @@ def test_cache_hit_returns_without_importing_tensorflow(tiny_models):
 
 
 def test_cache_key_depends_on_name_variant_and_seed():
-    keys = {modelzoo.cache_key("movenet-tiny", "tflite-fp32"),
-            modelzoo.cache_key("movenet-tiny", "tflite-int8"),
-            modelzoo.cache_key("movenet-lightning", "tflite-fp32"),
-            modelzoo.cache_key("movenet-tiny", "tflite-fp32", seed=1)}
+    keys = {zoo.cache_key("movenet-tiny", "tflite-fp32"),
+            zoo.cache_key("movenet-tiny", "tflite-int8"),
+            zoo.cache_key("movenet-lightning", "tflite-fp32"),
+            zoo.cache_key("movenet-tiny", "tflite-fp32", seed=1)}
     assert len(keys) == 4
-    assert modelzoo.cache_key("movenet-tiny", "savedmodel") == modelzoo.cache_key("movenet-tiny", "savedmodel")
+    assert zoo.cache_key("movenet-tiny", "savedmodel") == zoo.cache_key("movenet-tiny", "savedmodel")
 
 
 def test_unknown_model_or_variant_lists_the_allowed_ones(tmp_path):
     with pytest.raises(ConfigError, match="movenet-lightning, movenet-thunder, movenet-tiny"):
-        modelzoo.build_model("posenet", "tflite-fp32", cache_dir=tmp_path)
+        zoo.build_model("posenet", "tflite-fp32", cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="savedmodel, tflite-fp32, tflite-fp16, tflite-int8, onnx, "
                        "int8-edgetpu"):
-        modelzoo.build_model("movenet-tiny", "tflite-fp8", cache_dir=tmp_path)
+        zoo.build_model("movenet-tiny", "tflite-fp8", cache_dir=tmp_path)
 
 
 def test_missing_tensorflow_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(modelzoo, "_tf_version", lambda: None)
+    monkeypatch.setattr(zoo, "_tf_version", lambda: None)
     with pytest.raises(ModelBuildError, match=r"pip install 'benchfleet\[tensorflow\]'.*`path:`"):
-        modelzoo.build_model("movenet-tiny", "tflite-fp32", cache_dir=tmp_path)
+        zoo.build_model("movenet-tiny", "tflite-fp32", cache_dir=tmp_path)
 
 
 @pytest.mark.parametrize("name,side", [("movenet-thunder", 256), ("movenet-lightning", 192)])
 def test_full_size_models_have_movenet_input_and_stride_4_heads(name, side):
-    net = modelzoo._keras_heads(name, modelzoo.DEFAULT_SEED)  # the graph only: no conversion
+    net = zoo._keras_heads(name, zoo.DEFAULT_SEED)  # the graph only: no conversion
     assert tuple(net.input.shape) == (1, side, side, 3)
     assert [tuple(o.shape) for o in net.outputs] == [
         (1, side // 4, side // 4, c) for c in (17, 1, 34, 34)]
@@ -107,7 +108,7 @@ def test_full_size_models_have_movenet_input_and_stride_4_heads(name, side):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,side", [("movenet-thunder", 256), ("movenet-lightning", 192)])
 def test_full_size_tflite_fp32_builds(name, side):
-    art = modelzoo.build_model(name, "tflite-fp32", cache_dir=TEST_CACHE)
+    art = zoo.build_model(name, "tflite-fp32", cache_dir=TEST_CACHE)
     inp, out = _tflite_io(art.local_path)
     assert list(inp["shape"]) == [1, side, side, 3] and list(out["shape"]) == [1, 1, 17, 3]
 
@@ -126,9 +127,9 @@ def test_pack_savedmodel_ignores_mtimes_and_rejects_other_folders(tmp_path):
 
 
 def test_resolve_user_model_accepts_tflite_and_savedmodel(tiny_models, tmp_path):
-    tfl = modelzoo.resolve_user_model(tiny_models["tflite-fp32"].local_path)
+    tfl = zoo.resolve_user_model(tiny_models["tflite-fp32"].local_path)
     assert (tfl.format, tfl.sha256, tfl.is_dir_tar) == ("tflite", tiny_models["tflite-fp32"].sha256, False)
-    sm = modelzoo.resolve_user_model(tiny_models["savedmodel"].folder, cache_dir=tmp_path)
+    sm = zoo.resolve_user_model(tiny_models["savedmodel"].folder, cache_dir=tmp_path)
     assert (sm.format, sm.sha256, sm.is_dir_tar) == ("savedmodel", tiny_models["savedmodel"].sha256, True)
 
 
@@ -137,7 +138,7 @@ def test_resolve_user_model_names_the_bad_path(tmp_path):
     for bad, why in [(tmp_path / "notes.txt", "not a model"), (tmp_path / "nope.tflite", "does not exist"),
                      (tmp_path, "no saved_model.pb")]:
         with pytest.raises(ConfigError, match=why) as info:
-            modelzoo.resolve_user_model(bad)
+            zoo.resolve_user_model(bad)
         assert str(bad) in str(info.value)
 
 

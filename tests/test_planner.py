@@ -6,9 +6,9 @@ import pytest
 
 from agent import schema
 from orchestrator.errors import ConfigError
-from orchestrator.inventory import load_inventory
-from orchestrator.planner import case_id, plan
-from orchestrator.suite import load_suite
+from orchestrator.config.inventory import load_inventory
+from orchestrator.plan import case_id, plan
+from orchestrator.config.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 

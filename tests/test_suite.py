@@ -6,7 +6,7 @@ import pytest
 
 from agent.schema import DEFAULT_SETTINGS
 from orchestrator.errors import ConfigError
-from orchestrator.suite import BUILTIN_MODELS, BUILTIN_VARIANTS, SettingsOverride, load_suite
+from orchestrator.config.suite import BUILTIN_MODELS, BUILTIN_VARIANTS, SettingsOverride, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,9 +65,9 @@ def test_settings_override_knows_every_default_setting():
 
 
 def test_builtin_names_match_modelzoo():
-    modelzoo = pytest.importorskip("orchestrator.modelzoo")
-    assert sorted(BUILTIN_MODELS) == modelzoo.list_builtins()
-    assert tuple(BUILTIN_VARIANTS) == modelzoo.VARIANTS
+    modelzoo = pytest.importorskip("orchestrator.models.zoo")
+    assert sorted(BUILTIN_MODELS) == zoo.list_builtins()
+    assert tuple(BUILTIN_VARIANTS) == zoo.VARIANTS
 
 
 def test_type_errors_all_at_once_with_dotted_paths(tmp_path):

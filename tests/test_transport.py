@@ -9,9 +9,10 @@ import pytest
 
 import sshlab
 from orchestrator.errors import CommandTimeout, HostKeyError, TransportError
-from orchestrator.hostkeys import trust_host_key
-from orchestrator.sshtransport import SshTransport
-from orchestrator.transport import LocalTransport, make_transport
+from orchestrator.transport.hostkeys import trust_host_key
+from orchestrator.transport.ssh import SshTransport
+from orchestrator.transport import make_transport
+from orchestrator.transport.local import LocalTransport
 
 
 @pytest.fixture(params=["local", "ssh"])
@@ -170,7 +171,7 @@ def test_ssh_config_alias_resolves_host_port_user(ssh_lab, tmp_path):
     cfg = tmp_path / "ssh_config"
     cfg.write_text("Host lab-alias\n  HostName 127.0.0.1\n  Port %d\n  User root\n"
                    "  IdentityFile %s\n  ForwardAgent yes\n" % (dev.port, dev.identity_file))
-    from orchestrator.inventory import Device
+    from orchestrator.config.inventory import Device
     device = Device(name="aliased", ssh_alias="lab-alias", known_hosts=dev.known_hosts)
     with SshTransport(device, ssh_config_path=str(cfg)) as t:
         assert (t.target.host, t.target.port, t.target.user) == ("127.0.0.1", dev.port, "root")
@@ -188,7 +189,7 @@ def test_close_then_next_call_reconnects(ssh_lab):
 
 
 def test_lab_inventory_yaml_loads_and_connects(ssh_lab, tmp_path):
-    from orchestrator.inventory import load_inventory
+    from orchestrator.config.inventory import load_inventory
     inv = load_inventory(ssh_lab.write_inventory(tmp_path / "lab.yaml"))
     assert inv.names() == ["lab1", "lab2"]
     for device in inv:

@@ -9,7 +9,10 @@ import textwrap
 import pytest
 
 from fixtures_models import TEST_CACHE, TEST_ROOT, tiny_models  # noqa: F401 - a fixture
-from orchestrator import artifacts, modelzoo, suite, variants
+from orchestrator.models import artifacts
+from orchestrator.models import zoo
+from orchestrator.config import suite
+from orchestrator.models import variants
 from orchestrator.errors import ConfigError, ModelBuildError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +26,7 @@ def _no_compiler_path():
 @pytest.fixture(scope="module")
 def tiny_variants():
     try:
-        return {v: modelzoo.build_model("movenet-tiny", v, cache_dir=TEST_CACHE)
+        return {v: zoo.build_model("movenet-tiny", v, cache_dir=TEST_CACHE)
                 for v in ("tflite-fp32", "tflite-fp16", "tflite-int8", "onnx")}
     except ModelBuildError as exc:
         pytest.skip(str(exc))
@@ -68,14 +71,14 @@ def test_onnx_variant_runs_in_onnxruntime_like_tflite_fp32(tiny_variants):
 @pytest.mark.slow
 def test_onnx_fresh_builds_are_bit_reproducible(tiny_variants, tmp_path):
     # tf2onnx alone orders and names nodes differently in every process; canonical_onnx fixes it.
-    fresh = modelzoo.build_model("movenet-tiny", "onnx", cache_dir=tmp_path)
+    fresh = zoo.build_model("movenet-tiny", "onnx", cache_dir=tmp_path)
     assert fresh.sha256 == tiny_variants["onnx"].sha256
 
 
 def test_edgetpu_without_the_compiler_says_how_to_compile_elsewhere(tiny_variants, monkeypatch):
     monkeypatch.setenv("PATH", _no_compiler_path())
     with pytest.raises(ModelBuildError) as info:
-        modelzoo.build_model("movenet-tiny", "int8-edgetpu", cache_dir=TEST_CACHE)
+        zoo.build_model("movenet-tiny", "int8-edgetpu", cache_dir=TEST_CACHE)
     int8 = str(tiny_variants["tflite-int8"].local_path)
     assert str(info.value) == (
         "edgetpu_compiler is not installed here (it runs on x86-64 Debian/Ubuntu: sudo apt-get "
@@ -99,8 +102,8 @@ def test_edgetpu_variant_runs_the_compiler_stand_in_and_caches(tiny_variants, tm
         """ % calls))
     script.chmod(0o755)
     monkeypatch.setenv("PATH", str(bindir) + os.pathsep + _no_compiler_path())
-    first = modelzoo.build_model("movenet-tiny", "int8-edgetpu", cache_dir=TEST_CACHE)
-    again = modelzoo.build_model("movenet-tiny", "int8-edgetpu", cache_dir=TEST_CACHE)
+    first = zoo.build_model("movenet-tiny", "int8-edgetpu", cache_dir=TEST_CACHE)
+    again = zoo.build_model("movenet-tiny", "int8-edgetpu", cache_dir=TEST_CACHE)
     assert first == again and first.local_path.name == "model_edgetpu.tflite"
     assert (first.variant, first.format) == ("int8-edgetpu", "tflite")
     assert first.sha256 == artifacts.sha256_file(first.local_path)
@@ -114,14 +117,14 @@ def test_representative_data_enters_the_int8_cache_key(tmp_path):
     rep = tmp_path / "rep"
     rep.mkdir()
     np.save(str(rep / "a.npy"), np.zeros((96, 96, 3), np.uint8))
-    base = modelzoo.cache_key("movenet-tiny", "tflite-int8")
-    with_rep = modelzoo.cache_key("movenet-tiny", "tflite-int8", representative=rep)
+    base = zoo.cache_key("movenet-tiny", "tflite-int8")
+    with_rep = zoo.cache_key("movenet-tiny", "tflite-int8", representative=rep)
     np.save(str(rep / "a.npy"), np.ones((96, 96, 3), np.uint8))
-    changed = modelzoo.cache_key("movenet-tiny", "tflite-int8", representative=rep)
+    changed = zoo.cache_key("movenet-tiny", "tflite-int8", representative=rep)
     assert len({base, with_rep, changed}) == 3
     # Only int8 is calibrated: the other variants ignore the folder.
-    assert modelzoo.cache_key("movenet-tiny", "tflite-fp32", representative=rep) == \
-        modelzoo.cache_key("movenet-tiny", "tflite-fp32")
+    assert zoo.cache_key("movenet-tiny", "tflite-fp32", representative=rep) == \
+        zoo.cache_key("movenet-tiny", "tflite-fp32")
 
 
 def test_representative_folder_problems_are_named(tmp_path):
@@ -146,7 +149,7 @@ def test_int8_calibrated_on_a_representative_folder_builds_another_model(tiny_va
     rng = np.random.RandomState(5)
     for i in range(4):  # darker images than the default 0..255 noise: other quantization ranges
         np.save(str(rep / ("%d.npy" % i)), rng.randint(0, 64, (96, 96, 3)).astype(np.uint8))
-    art = modelzoo.build_model("movenet-tiny", "tflite-int8", cache_dir=TEST_CACHE,
+    art = zoo.build_model("movenet-tiny", "tflite-int8", cache_dir=TEST_CACHE,
                                representative=rep)
     assert art.sha256 != tiny_variants["tflite-int8"].sha256
     x = rng.randint(0, 64, (1, 96, 96, 3)).astype(np.uint8)
@@ -157,15 +160,15 @@ def test_user_savedmodel_becomes_onnx_and_tflite(tiny_models, tiny_variants, tmp
     import numpy as np
     ort = pytest.importorskip("onnxruntime")
     folder = tiny_models["savedmodel"].folder
-    onnx_art = modelzoo.build_user_variant(folder, "onnx", cache_dir=TEST_CACHE)
-    tfl = modelzoo.build_user_variant(folder, "tflite-fp32", cache_dir=TEST_CACHE)
+    onnx_art = zoo.build_user_variant(folder, "onnx", cache_dir=TEST_CACHE)
+    tfl = zoo.build_user_variant(folder, "tflite-fp32", cache_dir=TEST_CACHE)
     assert (onnx_art.format, onnx_art.variant, tfl.format) == ("onnx", "onnx", "tflite")
     x = np.random.RandomState(4).randint(0, 256, (1, 96, 96, 3)).astype(np.int32)
     session = ort.InferenceSession(str(onnx_art.local_path), providers=["CPUExecutionProvider"])
     _, ref = _tflite_run(tiny_variants["tflite-fp32"].local_path, x)
     np.testing.assert_allclose(session.run(None, {"input": x})[0], ref, atol=1e-4)
     np.testing.assert_allclose(_tflite_run(tfl.local_path, x)[1], ref, atol=1e-4)
-    same = modelzoo.build_user_variant(folder, "savedmodel", cache_dir=TEST_CACHE)
+    same = zoo.build_user_variant(folder, "savedmodel", cache_dir=TEST_CACHE)
     assert (same.variant, same.sha256) == ("savedmodel", tiny_models["savedmodel"].sha256)
 
 
@@ -175,10 +178,10 @@ def test_user_folder_without_a_serving_signature_is_refused_clearly(tmp_path):
             "tf.saved_model.save(m, %r)" % str(tmp_path / "sm"))
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     with pytest.raises(ModelBuildError, match="no serving_default signature .* model.export"):
-        modelzoo.build_user_variant(tmp_path / "sm", "tflite-fp32", cache_dir=tmp_path / "cache")
+        zoo.build_user_variant(tmp_path / "sm", "tflite-fp32", cache_dir=tmp_path / "cache")
     (tmp_path / "x.tflite").write_bytes(b"x")
     with pytest.raises(ConfigError, match="built from a SavedModel folder, not a tflite file"):
-        modelzoo.build_user_variant(tmp_path / "x.tflite", "onnx", cache_dir=tmp_path)
+        zoo.build_user_variant(tmp_path / "x.tflite", "onnx", cache_dir=tmp_path)
 
 
 def test_models_build_cli_prints_each_variant_and_fails_for_the_missing_compiler(tiny_variants):
@@ -204,7 +207,7 @@ def test_models_build_cli_refuses_unknown_variants_before_building():
 
 
 def test_suite_variants_mirror_the_model_zoo():
-    assert tuple(suite.BUILTIN_VARIANTS) == modelzoo.VARIANTS
+    assert tuple(suite.BUILTIN_VARIANTS) == zoo.VARIANTS
     assert dict(suite.BUILTIN_VARIANTS) == variants.VARIANT_FORMATS
 
 

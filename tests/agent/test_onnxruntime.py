@@ -21,10 +21,10 @@ from agent.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_onnx():
-    from orchestrator import modelzoo
+    from orchestrator.models import zoo
     from orchestrator.errors import ModelBuildError
     try:
-        return str(modelzoo.build_model("movenet-tiny", "onnx", cache_dir=TEST_CACHE).local_path)
+        return str(zoo.build_model("movenet-tiny", "onnx", cache_dir=TEST_CACHE).local_path)
     except ModelBuildError as exc:
         pytest.skip(str(exc))
 
@@ -74,9 +74,9 @@ def test_onnxruntime_runs_movenet_tiny_on_the_cpu(tiny_onnx, threads):
 def test_onnxruntime_matches_tflite_fp32_outputs(tiny_onnx):
     # The same graph through two converters and two runtimes: same keypoints.
     import numpy as np
-    from orchestrator import modelzoo
+    from orchestrator.models import zoo
     from ai_edge_litert.interpreter import Interpreter
-    tfl = modelzoo.build_model("movenet-tiny", "tflite-fp32", cache_dir=TEST_CACHE)
+    tfl = zoo.build_model("movenet-tiny", "tflite-fp32", cache_dir=TEST_CACHE)
     x = np.random.RandomState(3).randint(0, 256, (1, 96, 96, 3)).astype(np.int32)
     interpreter = Interpreter(model_path=str(tfl.local_path))
     interpreter.allocate_tensors()

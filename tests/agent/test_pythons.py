@@ -10,7 +10,7 @@ import pytest
 
 from agent import fsutil, schema
 from agent_helpers import make_job, synthetic_case
-from orchestrator import agentpkg
+from orchestrator import deploy
 
 
 def _interpreters():
@@ -35,28 +35,28 @@ needs_pyenv = pytest.mark.skipif(not INTERPRETERS, reason="pyenv not found: no i
 
 @pytest.fixture(scope="module")
 def pyz(tmp_path_factory):
-    return agentpkg.build_agent_pyz(str(tmp_path_factory.mktemp("pyz")))[0]
+    return deploy.build_agent_pyz(str(tmp_path_factory.mktemp("pyz")))[0]
 
 
 def test_zipapp_is_deterministic(tmp_path):
-    path1, sha1 = agentpkg.build_agent_pyz(str(tmp_path / "a"))
-    path2, sha2 = agentpkg.build_agent_pyz(str(tmp_path / "b"))
+    path1, sha1 = deploy.build_agent_pyz(str(tmp_path / "a"))
+    path2, sha2 = deploy.build_agent_pyz(str(tmp_path / "b"))
     assert sha1 == sha2 and open(path1, "rb").read() == open(path2, "rb").read()
     assert os.path.basename(path1) == "agent-%s.pyz" % sha1
     assert open(path1, "rb").read().startswith(b"#!/usr/bin/env python3\n")
-    assert agentpkg.build_agent_pyz(str(tmp_path / "a")) == (path1, sha1)  # cached
+    assert deploy.build_agent_pyz(str(tmp_path / "a")) == (path1, sha1)  # cached
 
 
 def test_zipapp_changes_with_source(tmp_path):
     src = tmp_path / "agent"
     src.mkdir()
     (src / "__init__.py").write_text("X = 1\n")
-    sha1 = agentpkg.build_agent_pyz(str(tmp_path / "o"), str(src))[1]
+    sha1 = deploy.build_agent_pyz(str(tmp_path / "o"), str(src))[1]
     (src / "__pycache__").mkdir()
     (src / "__pycache__" / "x.pyc").write_bytes(b"junk")
-    assert agentpkg.build_agent_pyz(str(tmp_path / "o"), str(src))[1] == sha1  # caches ignored
+    assert deploy.build_agent_pyz(str(tmp_path / "o"), str(src))[1] == sha1  # caches ignored
     (src / "__init__.py").write_text("X = 2\n")
-    assert agentpkg.build_agent_pyz(str(tmp_path / "o"), str(src))[1] != sha1
+    assert deploy.build_agent_pyz(str(tmp_path / "o"), str(src))[1] != sha1
 
 
 @needs_pyenv

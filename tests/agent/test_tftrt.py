@@ -24,10 +24,10 @@ from agent_helpers import FAST_SETTINGS, make_job, run_agent  # noqa: E402
 def tiny_savedmodel():
     """movenet-tiny's SavedModel alone (the shared tiny_models fixture also needs every other
     variant's tools); same content-keyed cache as fixtures_models."""
-    from orchestrator import modelzoo
+    from orchestrator.models import zoo
     from orchestrator.errors import ModelBuildError
     try:
-        return modelzoo.build_model("movenet-tiny", "savedmodel", cache_dir=TEST_CACHE)
+        return zoo.build_model("movenet-tiny", "savedmodel", cache_dir=TEST_CACHE)
     except ModelBuildError as exc:
         pytest.skip(str(exc))
 

@@ -18,7 +18,7 @@ sys.path.insert(0, REPO)
 
 from agent import harness  # noqa: E402
 from agent.backends.tflite import TFLiteBackend  # noqa: E402
-from orchestrator import modelzoo  # noqa: E402
+from orchestrator.models import zoo  # noqa: E402
 
 
 class Preloaded(object):
@@ -60,7 +60,7 @@ def harness_round(backend, runs):
 
 
 def bench(model, variant, rounds, runs, threads):
-    art = modelzoo.build_model(model, variant)
+    art = zoo.build_model(model, variant)
     case = {"runtime": {"backend": "tflite", "threads": threads, "options": {}}}
     backend = TFLiteBackend(case, str(art.local_path))
     backend.load()

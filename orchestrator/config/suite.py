@@ -14,11 +14,11 @@ from pydantic import model_validator
 
 from agent.schema import BACKENDS, COOLDOWN_MODES, DEFAULT_SETTINGS, PRECISIONS
 from orchestrator.errors import ConfigError
-from orchestrator.variants import VARIANT_FORMATS
-from orchestrator.inventory import NAME_PATTERN, Name
-from orchestrator.yamlio import format_validation_error, load_yaml
+from orchestrator.models.variants import VARIANT_FORMATS
+from orchestrator.config.inventory import NAME_PATTERN, Name
+from orchestrator.config.yamlio import format_validation_error, load_yaml
 
-# Mirrors orchestrator/modelzoo.py (not imported: planning must not pay for a model-builder import).
+# Mirrors orchestrator/zoo.py (not imported: planning must not pay for a model-builder import).
 BUILTIN_MODELS = ("movenet-thunder", "movenet-lightning", "movenet-tiny")
 # variant -> (format, the precision its weights are stored in); variants.py has no heavy imports.
 BUILTIN_VARIANTS = VARIANT_FORMATS

@@ -1,6 +1,6 @@
 """Model variants: TFLite fp32/fp16/int8, ONNX and Edge TPU conversions, and representative data.
 
-The converters run inside modelzoo's build child (TensorFlow imported there, never in the
+The converters run inside zoo.py's build child (TensorFlow imported there, never in the
 controller); representative_digest and compile_edgetpu run in the controller itself.
 """
 

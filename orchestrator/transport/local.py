@@ -1,115 +1,13 @@
-"""The transport seam: how the controller runs commands and moves files on one device.
-
-Transport is the interface; LocalTransport (subprocess + local files, `transport: local`) lives
-here, SshTransport (fabric, strict host keys) in orchestrator/sshtransport.py. make_transport picks.
-"""
+"""LocalTransport: the embedded default (`transport: local`): this machine, by subprocess and files."""
 
 import os
-import re
-import shlex
 import signal
 import subprocess
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import CommandTimeout, TransportError
-
-ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-def check_env(device_name, env):
-    """Refuse env names outside ^[A-Z_][A-Z0-9_]*$ (a name is never quoted, so it must be safe)."""
-    for name in env or {}:
-        if not isinstance(name, str) or not ENV_NAME.match(name):
-            raise TransportError(device_name, "bad environment variable name %r: names must match "
-                                 "%s" % (name, ENV_NAME.pattern))
-
-
-def command_line(argv, env=None):
-    """One shell string for argv: every word quoted; env as `env A='v' ...` (never inline export)."""
-    if not argv or not all(isinstance(a, str) for a in argv):
-        raise ValueError("argv must be a non-empty list of strings, got %r" % (argv,))
-    words = [shlex.quote(a) for a in argv]
-    if env:
-        # `env NAME=value cmd` keeps the value one word and out of the remote shell's parsing.
-        words = ["env"] + ["%s=%s" % (k, shlex.quote(str(v))) for k, v in env.items()] + words
-    return " ".join(words)
-
-
-def detached_script(argv, log_path, exit_path, env=None):
-    """sh script starting argv detached from the session, recording its exit code in exit_path.
-
-    The wrapper `sh -c` writes the exit code (128+signal for a kill), so the controller can tell a
-    crash or EXIT_BUSY from a dropped connection even though nothing waits for the process.
-    """
-    inner = "%s; echo $? > %s" % (command_line(argv, env), shlex.quote(exit_path))
-    return "nohup setsid sh -c %s < /dev/null > %s 2>&1 &" % (shlex.quote(inner),
-                                                               shlex.quote(log_path))
-
-
-class Transport:
-    """Commands and files on one device. Paths may start with ~ (the device user's home)."""
-
-    def __init__(self, name):
-        self.name = name
-
-    # -- interface -------------------------------------------------------------------------
-    def run(self, argv, timeout, env=None):
-        """Run argv (no shell), return Result; raise CommandTimeout past timeout seconds."""
-        raise NotImplementedError
-
-    def put(self, local_path, remote_path):
-        """Upload atomically: write remote .tmp-<random> in the same folder, then rename."""
-        raise NotImplementedError
-
-    def get(self, remote_path, local_path):
-        raise NotImplementedError
-
-    def exists(self, remote_path):
-        raise NotImplementedError
-
-    def read_bytes(self, remote_path, max_bytes, offset=0):
-        """The file's bytes from offset, None if absent; TransportError if larger than max_bytes."""
-        raise NotImplementedError
-
-    def listdir(self, remote_path):
-        raise NotImplementedError
-
-    def mkdirs(self, remote_path):
-        raise NotImplementedError
-
-    def expand(self, remote_path):
-        """Absolute path: a leading ~ becomes the device user's home."""
-        raise NotImplementedError
-
-    def start_detached(self, argv, cwd, log_path, exit_path, env=None):
-        """Start argv in cwd detached (survives the session); stdout+stderr to log_path.
-
-        log_path and exit_path are relative to cwd; exit_path receives the exit code.
-        """
-        check_env(self.name, env)
-        script = "cd %s || exit 1; %s" % (shlex.quote(self.expand(cwd)),
-                                  detached_script(argv, log_path, exit_path, env))
-        result = self.run(["sh", "-c", script], timeout=60)
-        if result.exit_code != 0:
-            raise TransportError(self.name, "could not start %s: %s" % (argv[0], result.stderr.strip()))
-
-    def close(self):
-        """Drop the connection; the next call reconnects (lazily)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+from orchestrator.transport.base import Result, Transport, check_env, command_line, detached_command
 
 
 class LocalTransport(Transport):
@@ -138,7 +36,7 @@ class LocalTransport(Transport):
 
     def start_detached(self, argv, cwd, log_path, exit_path, env=None):
         check_env(self.name, env)
-        inner = "%s; echo $? > %s" % (command_line(argv, env), shlex.quote(exit_path))
+        inner = detached_command(argv, exit_path, env)
         cwd = self.expand(cwd)
         with open(os.path.join(cwd, log_path), "ab") as log:
             # start_new_session: a Ctrl-C on the controller does not reach the agent (like nohup).
@@ -207,11 +105,3 @@ class LocalTransport(Transport):
             os.makedirs(self.expand(remote_path), exist_ok=True)
         except OSError as exc:
             raise TransportError(self.name, "cannot create %s: %s" % (remote_path, exc)) from exc
-
-
-def make_transport(device, **kwargs):
-    """LocalTransport for `transport: local`, else SshTransport (kwargs go to SshTransport)."""
-    if getattr(device, "transport", "ssh") == "local":
-        return LocalTransport(device.name)
-    from orchestrator.sshtransport import SshTransport
-    return SshTransport(device, **kwargs)

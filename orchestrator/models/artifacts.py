@@ -61,12 +61,6 @@ class Artifact:
                    doc["sha256"], bool(doc["is_dir_tar"]), where(doc.get("folder")))
 
 
-def cache_root() -> Path:
-    """The controller's cache: $BENCHFLEET_CACHE or ~/.cache/benchfleet (models/, agent/, probes/)."""
-    env = os.environ.get("BENCHFLEET_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "benchfleet"
-
-
 def sha256_file(path) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()

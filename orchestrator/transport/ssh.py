@@ -17,9 +17,9 @@ import invoke
 import paramiko
 
 from orchestrator.errors import CommandTimeout, TransportError
-from orchestrator.hostkeys import (changed_host_error, fabric_config, open_socket, resolve_target,
+from orchestrator.transport.hostkeys import (changed_host_error, fabric_config, open_socket, resolve_target,
                                    trust_host_key, unknown_host_error)
-from orchestrator.transport import Result, Transport, check_env, command_line
+from orchestrator.transport.base import Result, Transport, check_env, command_line
 
 __all__ = ["SshTransport", "map_error", "trust_host_key"]
 

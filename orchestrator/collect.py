@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from agent import schema
-from orchestrator import resultmodel
+from orchestrator import records
 from orchestrator.errors import OrchestratorError
 from agent.fsutil import atomic_write_bytes  # tmp, fsync, rename, fsync folder
 
@@ -34,13 +34,13 @@ class Verdict:
 def parse_result(raw, job, case_id):
     """(doc, problems) for the bytes of <case_id>.json; problems empty when the result is usable."""
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=resultmodel.reject_constant)
+        doc = json.loads(raw.decode("utf-8"), parse_constant=records.reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         return None, ["not valid JSON: %s" % exc]
     problems = schema.check_result(doc)
     if not problems:
         # The controller's own pydantic mirror too: the two must agree (tests/test_contract.py).
-        problems = resultmodel.model_problems(doc)
+        problems = records.model_problems(doc)
     if isinstance(doc, dict):
         # A stale file from an earlier run, or one copied from another case, is not this result.
         if doc.get("nonce") != job.get("nonce"):
@@ -101,7 +101,7 @@ class RunPoller:
         self.offset += end
         for line in data[:end].splitlines():
             try:
-                event = json.loads(line.decode("utf-8"), parse_constant=resultmodel.reject_constant)
+                event = json.loads(line.decode("utf-8"), parse_constant=records.reject_constant)
             except ValueError:
                 log.warning("%s: ignoring a bad events.jsonl line: %r", self.t.name, line[:200])
                 continue

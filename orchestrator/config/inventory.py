@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraint
 from pydantic import model_validator
 
 from orchestrator.errors import ConfigError
-from orchestrator.yamlio import format_validation_error, load_yaml
+from orchestrator.config.yamlio import format_validation_error, load_yaml
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 ENV_KEY_PATTERN = r"^[A-Z_][A-Z0-9_]*$"

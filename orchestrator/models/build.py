@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator import modelzoo
+from orchestrator.models import zoo
 from orchestrator.errors import ConfigError, ModelBuildError
 
 DEFAULT_VARIANTS = ("tflite-fp32", "tflite-fp16", "tflite-int8", "onnx")
@@ -20,23 +20,23 @@ DEFAULT_VARIANTS = ("tflite-fp32", "tflite-fp16", "tflite-int8", "onnx")
 def parse_variants(text: str | None) -> list[str]:
     """'a,b' -> ['a', 'b'] (default DEFAULT_VARIANTS). Raises ConfigError naming unknown ones."""
     names = [v.strip() for v in text.split(",") if v.strip()] if text else list(DEFAULT_VARIANTS)
-    unknown = [v for v in names if v not in modelzoo.VARIANTS]
+    unknown = [v for v in names if v not in zoo.VARIANTS]
     if unknown:
         raise ConfigError("--variants: unknown %s; variants: %s"
-                          % (", ".join(unknown), ", ".join(modelzoo.VARIANTS)))
+                          % (", ".join(unknown), ", ".join(zoo.VARIANTS)))
     return names
 
 
 def _builder(source: str):
     """(label, build(variant, representative)) for a built-in name or a SavedModel folder."""
-    if source in modelzoo.BUILTINS:
-        return source, lambda v, rep: modelzoo.build_model(source, v, representative=rep)
+    if source in zoo.BUILTINS:
+        return source, lambda v, rep: zoo.build_model(source, v, representative=rep)
     folder = Path(source).expanduser()
     if folder.is_dir():
-        return folder.name, lambda v, rep: modelzoo.build_user_variant(folder, v,
+        return folder.name, lambda v, rep: zoo.build_user_variant(folder, v,
                                                                        representative=rep)
     raise ConfigError("%s: neither a built-in model (%s) nor a SavedModel folder"
-                      % (source, ", ".join(modelzoo.list_builtins())))
+                      % (source, ", ".join(zoo.list_builtins())))
 
 
 def _export(art, label: str, out: Path) -> Path:

@@ -17,24 +17,8 @@ from pathlib import Path
 from agent import schema
 from agent.fsutil import atomic_write_json, atomic_write_text
 from orchestrator import __version__
-from orchestrator.artifacts import cache_root
+from orchestrator.probes import cached_probes
 from orchestrator.errors import ConfigError, ModelBuildError, OrchestratorError
-
-
-def probe_cache_path(device_name: str) -> Path:
-    return cache_root() / "probes" / (device_name + ".json")
-
-
-def cached_probes(inventory) -> dict:
-    """Probe documents cached by `benchfleet devices probe`, by device name (missing: absent)."""
-    probes = {}
-    for dev in inventory:
-        path = probe_cache_path(dev.name)
-        try:
-            probes[dev.name] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-    return probes
 
 
 @dataclass
@@ -85,7 +69,7 @@ def build_artifacts(plan, suite, progress: Progress) -> tuple[dict, dict]:
     Returns (artifacts by (model, variant), build problems by (model, variant)); a variant that
     cannot be built turns its cases into skipped rows, never a crash of the whole run.
     """
-    from orchestrator import modelzoo
+    from orchestrator.models import zoo
     needed = {}
     for dplan in plan.devices:
         for case in dplan.cases:
@@ -97,10 +81,10 @@ def build_artifacts(plan, suite, progress: Progress) -> tuple[dict, dict]:
         try:
             if spec.builtin:
                 progress.say("controller", "model %s/%s (built once, then cached)" % key)
-                artifacts[key] = modelzoo.build_model(
+                artifacts[key] = zoo.build_model(
                     spec.builtin, case.variant, representative=spec.resolved_representative())
             else:
-                artifacts[key] = modelzoo.resolve_user_model(spec.resolved_path())
+                artifacts[key] = zoo.resolve_user_model(spec.resolved_path())
         except ModelBuildError as exc:
             problems[key] = str(exc)
     return artifacts, problems
@@ -118,7 +102,7 @@ def job_case(case, artifact) -> dict:
 
 def _device_job(run_id, nonce, suite, dplan, artifacts, problems):
     """(job, planned result docs, blobs) for one device."""
-    from orchestrator.executor import controller_result
+    from orchestrator.execute import controller_result
     job = {"schema_version": schema.SCHEMA_VERSION, "kind": schema.JOB_KIND, "run_id": run_id,
            "nonce": nonce, "device": dplan.device.name,
            "cooldown": suite.cooldown.model_dump(), "cases": []}
@@ -161,10 +145,11 @@ def _write_raw(raw_dir: Path, doc: dict) -> None:
 def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
               max_parallel=8, progress: Progress | None = None) -> RunSummary:
     """Run a suite end to end and write results/<run-id>/. Bad input raises ConfigError first."""
-    from orchestrator import agentpkg, executor
-    from orchestrator.inventory import load_inventory
-    from orchestrator.planner import plan as make_plan
-    from orchestrator.suite import load_suite
+    from orchestrator import deploy
+    from orchestrator import execute
+    from orchestrator.config.inventory import load_inventory
+    from orchestrator.plan import plan as make_plan
+    from orchestrator.config.suite import load_suite
 
     progress = progress or Progress()
     suite = load_suite(suite_path)
@@ -177,7 +162,7 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
     progress.say("controller", "run %s: %s" % (summary.run_id, summary.run_dir))
 
     artifacts, problems = build_artifacts(the_plan, suite, progress)
-    pyz = agentpkg.build_agent_pyz(str(cache_root() / "agent"))
+    pyz = deploy.local_agent()
     runs, planned = [], {}
     for dplan in the_plan.devices:
         job, done_docs, blobs = _device_job(summary.run_id, manifest["nonce"], suite, dplan,
@@ -188,9 +173,9 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
             _write_raw(raw_dir, doc)
             progress.say(dplan.device.name, "%s: %s: %s" % (doc["label"], doc["status"], doc["reason"]))
         if job["cases"]:
-            runs.append(executor.DeviceRun(dplan.device, job, blobs, (Path(pyz[0]), pyz[1]), raw_dir))
+            runs.append(execute.DeviceRun(dplan.device, job, blobs, (Path(pyz[0]), pyz[1]), raw_dir))
     try:
-        outcomes = {o.device: o for o in executor.run_devices(runs, max_parallel, progress.event)}
+        outcomes = {o.device: o for o in execute.run_devices(runs, max_parallel, progress.event)}
     except KeyboardInterrupt:
         _manifest(summary, state="interrupted", **manifest)
         progress.say("controller", "interrupted: results fetched so far are in %s/raw; agents "
@@ -252,38 +237,3 @@ def _report(summary, the_plan) -> dict:
     print("%d ok, %d skipped, %d failed -> %s" % (counts["ok"], counts["skipped"], counts["failed"],
                                                    summary.run_dir))
     return counts
-
-
-def probe_devices(devices) -> dict:
-    """Run the agent's probe on each device in parallel; cache each probe for the planner.
-
-    Returns {name: (probe_doc or None, error or None)}.
-    """
-    import concurrent.futures
-    from orchestrator import agentpkg
-    from orchestrator.transport import make_transport
-
-    pyz_path, sha = agentpkg.build_agent_pyz(str(cache_root() / "agent"))
-
-    def one(dev):
-        try:
-            with make_transport(dev) as t:
-                workdir = t.expand(dev.workdir)
-                remote = workdir + "/agent/%s.pyz" % sha
-                t.mkdirs(workdir + "/agent")
-                if not t.exists(remote):
-                    t.put(pyz_path, remote)
-                res = t.run([dev.python, remote, "probe"], timeout=dev.command_timeout_s,
-                            env=dict(dev.env) or None)
-            if res.exit_code != 0:
-                return None, "agent probe exited %d: %s" % (res.exit_code, res.stderr.strip()[-500:])
-            doc = json.loads(res.stdout)
-        except (OrchestratorError, ValueError) as exc:
-            return None, str(exc)
-        path = probe_cache_path(dev.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(str(path), doc)
-        return doc, None
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(zip([d.name for d in devices], pool.map(one, devices)))

@@ -18,8 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from orchestrator import variants
-from orchestrator.artifacts import cache_root, Artifact, pack_savedmodel, sha256_file
+from orchestrator.models import variants
+from orchestrator.cache import cache_root
+from orchestrator.models.artifacts import Artifact, pack_savedmodel, sha256_file
 from orchestrator.errors import ConfigError, ModelBuildError
 
 # name -> (input side, MobileNetV2 alpha, neck channels)
@@ -190,7 +191,7 @@ def _build_in_subprocess(work: Path, spec: dict) -> None:
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cmd = [sys.executable, "-m", "orchestrator.modelzoo", str(work), json.dumps(spec)]
+    cmd = [sys.executable, "-m", "orchestrator.models.zoo", str(work), json.dumps(spec)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         reason = work / "error.txt"  # a ModelBuildError in the child: its message, no traceback
@@ -207,8 +208,13 @@ def _build_into(work: Path, spec: dict) -> None:
     precision = variants.VARIANT_FORMATS[variant][1]
     try:
         if variant == "onnx":
-            data = (variants.savedmodel_to_onnx(user) if user else
-                    variants.concrete_to_onnx(_module(name, seed).serve.get_concrete_function()))
+            if user:
+                data = variants.savedmodel_to_onnx(user)
+            else:
+                # The module must outlive the conversion: the concrete function holds its
+                # variables only weakly, and TensorFlow refuses to freeze deleted ones.
+                module = _module(name, seed)
+                data = variants.concrete_to_onnx(module.serve.get_concrete_function())
             (work / "model.onnx").write_bytes(data)
             art = Artifact(name, variant, "onnx", Path("model.onnx"),
                            sha256_file(work / "model.onnx"), False)
@@ -379,7 +385,7 @@ def resolve_user_model(path, cache_dir=None) -> Artifact:
                       "SavedModel folder (with saved_model.pb)" % p)
 
 
-if __name__ == "__main__":  # the build child: python -m orchestrator.modelzoo WORK SPEC_JSON
+if __name__ == "__main__":  # the build child: python -m orchestrator.models.zoo WORK SPEC_JSON
     try:
         _build_into(Path(sys.argv[1]), json.loads(sys.argv[2]))
     except ModelBuildError as exc:

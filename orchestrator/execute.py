@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from agent import schema
+from orchestrator import deploy
 from orchestrator.errors import AgentBusy, HostKeyError, OrchestratorError, TransportError
-from orchestrator.poller import RunPoller, Verdict
+from orchestrator.collect import RunPoller, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +98,15 @@ class _DeviceRun:
         if problems:
             raise ValueError("invalid job for %s: %s" % (self.device.name, "; ".join(problems)))
         os.makedirs(self.raw_dir, exist_ok=True)
-        self.workdir = self.t.expand(getattr(self.device, "workdir", None) or "~/.benchfleet")
+        self.workdir = self.t.expand(self.device.workdir)
         self.run_dir = posixpath.join(self.workdir, "runs", self.job["run_id"])
-        for sub in ("blobs", "agent", posixpath.join("runs", self.job["run_id"], "out")):
-            self.t.mkdirs(posixpath.join(self.workdir, sub))
-        wanted = [(agent_pyz[0], "agent/%s.pyz" % agent_pyz[1])]
+        self.t.mkdirs(posixpath.join(self.run_dir, "out"))
+        wanted = [(agent_pyz[0], deploy.agent_rel_path(agent_pyz[1]))]
         for sha in _job_blobs(self.job):
             if sha not in blobs:
                 raise ValueError("job names blobs/%s but no local file was given for it" % sha)
             wanted.append((blobs[sha], "blobs/" + sha))
-        for local, rel in wanted:
-            # Content-addressed names: a present name proves the content (uploads are atomic).
-            if not self.t.exists(posixpath.join(self.workdir, rel)):
-                self.t.put(local, posixpath.join(self.workdir, rel))
-                self.outcome.uploads.append(rel)
+        self.outcome.uploads = deploy.upload_missing(self.t, self.workdir, wanted)
         self._put_job()
         self.note("deployed (%d file(s) uploaded)" % len(self.outcome.uploads), "deploy")
 
@@ -125,10 +121,10 @@ class _DeviceRun:
 
     def start(self, agent_sha):
         rel = posixpath.join("runs", self.job["run_id"])
-        python = getattr(self.device, "python", None) or "python3"
-        argv = [python, "agent/%s.pyz" % agent_sha, "run", rel + "/job.json", "--out", rel + "/out"]
+        argv = [self.device.python, deploy.agent_rel_path(agent_sha), "run", rel + "/job.json",
+                "--out", rel + "/out"]
         self.t.start_detached(argv, self.workdir, rel + "/agent.log", rel + "/agent.exit",
-                              env=dict(getattr(self.device, "env", None) or {}))
+                              env=dict(self.device.env))
         self.started = True
 
     # -- watch -----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Loading what users write: strict YAML, the device inventory, suites."""

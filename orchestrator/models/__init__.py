@@ -1,0 +1,1 @@
+"""Models on the controller: built-in MoveNet-architecture models, variants, artifacts."""
