@@ -1,5 +1,6 @@
 """orchestrator.models.zoo and artifacts: real builds of movenet-tiny, reproducible hashes, the cache."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,9 +9,9 @@ import time
 
 import pytest
 
-from fixtures_models import TEST_CACHE, tiny_models  # noqa: F401 - a fixture
-from orchestrator.models import artifacts
-from orchestrator.models import zoo
+from fixtures_models import (TEST_CACHE, TINY_VARIANTS, onnx_tools_installed,  # noqa: F401
+                             tiny_models, tiny_onnx)  # fixtures
+from orchestrator.models import artifacts, child, movenet, zoo
 from orchestrator.errors import ConfigError, ModelBuildError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,23 +56,115 @@ def test_savedmodel_tar_unpacks_to_the_folder(tiny_models, tmp_path):
     assert (tmp_path / "saved_model.pb").read_bytes() == (art.folder / "saved_model.pb").read_bytes()
 
 
+def _no_compiler_path():
+    """A PATH with this Python but no edgetpu_compiler (it is not installed here anyway)."""
+    return os.path.dirname(sys.executable) + os.pathsep + "/usr/bin" + os.pathsep + "/bin"
+
+
+# Every variant a child builds, in build order, and int8-edgetpu (which needs a compiler).
+ALL_STEPS = TINY_VARIANTS + ("int8-edgetpu",)
+
+
+@pytest.fixture(scope="module")
+def fresh_tiny(tmp_path_factory):
+    """movenet-tiny's five variants and int8-edgetpu built together into a fresh cache, in one
+    child, without edgetpu_compiler: (artifacts, errors, progress events)."""
+    events = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", _no_compiler_path())
+        built, errors = zoo.build_models("movenet-tiny", ALL_STEPS[::-1],  # asked in any order
+                                         cache_dir=tmp_path_factory.mktemp("fresh"),
+                                         on_progress=lambda e: events.append(
+                                             dict(e, received=time.monotonic())))
+    return built, errors, events
+
+
 @pytest.mark.slow
-def test_fresh_builds_are_bit_reproducible(tiny_models, tmp_path):
-    # Every variant, SavedModel included (its random fingerprint uuid is cleared on build).
-    for variant in zoo.CORE_VARIANTS:
-        fresh = zoo.build_model("movenet-tiny", variant, cache_dir=tmp_path / variant)
-        assert fresh.sha256 == tiny_models[variant].sha256, variant
-        assert artifacts.sha256_file(fresh.local_path) == fresh.sha256
+def test_fresh_builds_are_bit_reproducible(tiny_models, fresh_tiny):
+    # Every variant, SavedModel included (its random fingerprint uuid is cleared on build), and
+    # onnx (tf2onnx alone orders and names nodes differently in every process).
+    built, errors, _ = fresh_tiny
+    assert set(tiny_models) <= set(built)
+    for variant, art in tiny_models.items():
+        assert built[variant].sha256 == art.sha256, variant
+        assert artifacts.sha256_file(built[variant].local_path) == art.sha256
+
+
+@pytest.mark.slow
+def test_build_progress_reports_each_variant_in_build_order(fresh_tiny):
+    built, errors, events = fresh_tiny
+    onnx_ok = onnx_tools_installed()
+    ends = ["done"] * 4 + ["done" if onnx_ok else "failed", "failed"]
+    assert [(e["event"], e["variant"], e["index"], e["total"]) for e in events] == [
+        (kind, v, i + 1, 6) for i, (v, end) in enumerate(zip(ALL_STEPS, ends))
+        for kind in ("start", end)]
+    assert {e["model"] for e in events} == {"movenet-tiny"}
+    assert all(e["seconds"] is None and e["error"] is None for e in events[::2])
+    assert all(e["seconds"] > 0 for e in events[1::2] if e["event"] == "done")
+    # Read live: savedmodel's start reached us about its build time before its end did.
+    assert events[1]["received"] - events[0]["received"] > 0.5 * events[1]["seconds"]
+    # int8-edgetpu fails without its compiler; the variants built before it are kept.
+    assert set(errors) == {"int8-edgetpu"} | (set() if onnx_ok else {"onnx"})
+    assert set(built) == set(ALL_STEPS) - set(errors)
+    assert events[-1]["error"] == errors["int8-edgetpu"]
+    assert zoo.progress_line(events[5]) == "building movenet-tiny tflite-fp16 (3/6)... %.1f s" \
+        % events[5]["seconds"]
+    assert zoo.progress_line(events[4]) == "building movenet-tiny tflite-fp16 (3/6)..."
+    assert zoo.progress_line(events[-1]).startswith(
+        "building movenet-tiny int8-edgetpu (6/6)... FAILED")
+    assert zoo.progress_line(events[-1]).endswith(
+        ": edgetpu_compiler is not installed here (it runs on x86-64 Debian/Ubuntu: sudo apt-get "
+        "install edgetpu-compiler). Compile %s there with `edgetpu_compiler -s %s` and point the "
+        "suite at the result with `path: .../model_edgetpu.tflite`"
+        % ((built["tflite-int8"].local_path,) * 2))
+
+
+@pytest.mark.slow
+def test_a_variant_is_the_same_built_first_or_after_a_failure_and_a_failure_stops_nothing(
+        tiny_models, tiny_onnx, tmp_path):
+    # fp16 is built first in this child (in tiny_models, after savedmodel and fp32); int8
+    # calibration data of the wrong shape fails inside the child; onnx, after it, still builds.
+    # Each one's bytes are those of the build of all five together.
+    import numpy as np
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    np.save(str(rep / "s.npy"), np.zeros((64, 64, 3), np.uint8))
+    events = []
+    built, errors = zoo.build_models("movenet-tiny", ["onnx", "tflite-int8", "tflite-fp16"],
+                                     cache_dir=tmp_path / "cache", representative=rep,
+                                     on_progress=events.append)
+    assert list(errors) == ["tflite-int8"]
+    assert "the model input is [1, 96, 96, 3]" in errors["tflite-int8"]
+    assert built["tflite-fp16"].sha256 == tiny_models["tflite-fp16"].sha256
+    assert built["onnx"].sha256 == tiny_onnx.sha256
+    assert [(e["event"], e["variant"]) for e in events] == [
+        ("start", "tflite-fp16"), ("done", "tflite-fp16"), ("start", "tflite-int8"),
+        ("failed", "tflite-int8"), ("start", "onnx"), ("done", "onnx")]
+
+
+def test_a_build_child_that_dies_fails_every_variant_with_its_stderr(tmp_path):
+    # No seed in the spec: the child dies before its first event (a stand-in for a crash).
+    events = []
+    child.run_child({"name": "movenet-tiny"}, [("savedmodel", tmp_path / "a"),
+                                               ("tflite-fp32", tmp_path / "b")], events.append)
+    assert [(e["event"], e["variant"]) for e in events] == [
+        ("failed", "savedmodel"), ("failed", "tflite-fp32")]
+    assert events[0]["error"].startswith("building movenet-tiny/savedmodel failed (exit 1):\n")
+    assert events[0]["error"].rstrip().endswith("KeyError: 'seed'")
 
 
 def test_cache_hit_returns_without_importing_tensorflow(tiny_models):
     code = ("import sys, time; from orchestrator.models import zoo; t = time.time(); "
             "a = zoo.build_model('movenet-tiny', 'tflite-int8', cache_dir=%r); "
-            "print(a.sha256, 'tensorflow' in sys.modules, time.time() - t)" % TEST_CACHE)
+            "events = []; b, e = zoo.build_models('movenet-tiny', %r, cache_dir=%r, "
+            "on_progress=events.append); "
+            "print(a.sha256, 'tensorflow' in sys.modules, time.time() - t, len(events), "
+            "len(b), len(e))" % (TEST_CACHE, zoo.CORE_VARIANTS, TEST_CACHE))
     out = subprocess.check_output([sys.executable, "-c", code], cwd=REPO, text=True).split()
     assert out[0] == tiny_models["tflite-int8"].sha256
     assert out[1] == "False"
     assert float(out[2]) < 1.0
+    assert out[3:] == ["0", str(len(zoo.CORE_VARIANTS)), "0"]  # nothing built, nothing reported
 
 
 def test_cache_key_depends_on_name_variant_and_seed():
@@ -95,11 +188,18 @@ def test_missing_tensorflow_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "_tf_version", lambda: None)
     with pytest.raises(ModelBuildError, match=r"pip install 'benchfleet\[tensorflow\]'.*`path:`"):
         zoo.build_model("movenet-tiny", "tflite-fp32", cache_dir=tmp_path)
+    events = []
+    built, errors = zoo.build_models("movenet-tiny", ["tflite-fp16", "savedmodel"],
+                                     cache_dir=tmp_path, on_progress=events.append)
+    assert built == {} and list(errors) == ["tflite-fp16", "savedmodel"]  # in the order asked
+    assert [(e["event"], e["variant"], e["index"]) for e in events] == [
+        ("failed", "savedmodel", 1), ("failed", "tflite-fp16", 2)]
+    assert "pip install 'benchfleet[tensorflow]'" in zoo.progress_line(events[0])
 
 
 @pytest.mark.parametrize("name,side", [("movenet-thunder", 256), ("movenet-lightning", 192)])
 def test_full_size_models_have_movenet_input_and_stride_4_heads(name, side):
-    net = zoo._keras_heads(name, zoo.DEFAULT_SEED)  # the graph only: no conversion
+    net = movenet.keras_heads(name, zoo.DEFAULT_SEED)  # the graph only: no conversion
     assert tuple(net.input.shape) == (1, side, side, 3)
     assert [tuple(o.shape) for o in net.outputs] == [
         (1, side // 4, side // 4, c) for c in (17, 1, 34, 34)]
@@ -145,3 +245,17 @@ def test_resolve_user_model_names_the_bad_path(tmp_path):
 def test_artifact_refuses_unknown_format():
     with pytest.raises(ValueError, match="format must be one of"):
         artifacts.Artifact("m", "v", "pickle", "/x", "0" * 64, False)
+
+
+@pytest.mark.slow
+def test_two_processes_needing_a_model_at_once_build_it_once(tiny_models, tmp_path):
+    code = ("import json, sys; from orchestrator.models import zoo; ev = []; "
+            "built, err = zoo.build_models('movenet-tiny', ['tflite-fp16'], cache_dir=%r, "
+            "on_progress=ev.append); print(json.dumps([built['tflite-fp16'].sha256, "
+            "[e['event'] for e in ev]]))" % str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert {sha for sha, _ in outs} == {tiny_models["tflite-fp16"].sha256}
+    # One built it; the other waited for the lock and found it in the cache (no events).
+    assert sorted(events for _, events in outs) == [[], ["start", "done"]]

@@ -2,7 +2,8 @@
 
 An artifact is named by the sha256 of the bytes uploaded, so the device can tell from a file name
 alone that it already holds the content. A SavedModel folder travels as one uncompressed tar built
-deterministically (same folder -> same bytes -> same hash), and the agent unpacks it with tarfile.
+deterministically (same folder -> same bytes -> same hash), and the agent unpacks it with tarfile;
+an OpenVINO IR (.xml + .bin) travels the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ _CHUNK = 1 << 20
 class Artifact:
     """One model variant ready to upload.
 
-    local_path: the file uploaded (a .tflite file, or the tar of a SavedModel folder).
+    local_path: the file uploaded (a .tflite file, or the tar of a SavedModel folder or an IR).
     sha256: hash of exactly that file; the device stores it as blobs/<sha256>.
-    is_dir_tar: True when local_path is a SavedModel tar the agent must unpack.
+    is_dir_tar: True when local_path is a tar (SavedModel, OpenVINO IR) the agent must unpack.
     folder: the unpacked SavedModel folder on the controller, when there is one (tests, local runs).
     """
 
@@ -103,11 +104,13 @@ def _tarinfo(arcname: str, is_dir: bool, size: int = 0) -> tarfile.TarInfo:
     return info
 
 
-def write_deterministic_tar(folder, fileobj) -> None:
-    """Write the contents of `folder` (not the folder itself) as an uncompressed tar to fileobj."""
-    folder = Path(folder)
+def write_deterministic_tar(folder, fileobj, entries=None) -> None:
+    """Write the contents of `folder` (not the folder itself), or the given sorted (arcname, path,
+    is_dir) entries, as an uncompressed tar to fileobj."""
+    if entries is None:
+        entries = _tree_entries(Path(folder))
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for arcname, path, is_dir in _tree_entries(folder):
+        for arcname, path, is_dir in entries:
             if is_dir:
                 tar.addfile(_tarinfo(arcname, True))
                 continue
@@ -128,13 +131,35 @@ def pack_savedmodel(folder, dest_dir) -> tuple[Path, str]:
     folder = Path(folder)
     if not (folder / "saved_model.pb").is_file():
         raise ValueError("%s: not a SavedModel folder (no saved_model.pb)" % folder)
+    return _pack(_tree_entries(folder), dest_dir)
+
+
+def pack_openvino_ir(xml_path, dest_dir) -> tuple[Path, str]:
+    """Pack an OpenVINO IR (model .xml and the same-stem .bin beside it) into
+    dest_dir/<sha256>.tar as model.xml and model.bin, deterministically: (tar_path, sha256).
+
+    Raises:
+        ValueError: xml_path is not an .xml file or its .bin is missing.
+    """
+    xml = Path(xml_path)
+    weights = xml.with_suffix(".bin")
+    if xml.suffix != ".xml" or not xml.is_file():
+        raise ValueError("%s: not an OpenVINO IR .xml file" % xml)
+    if not weights.is_file():
+        raise ValueError("%s: an OpenVINO IR needs its weights beside it: %s not found"
+                         % (xml, weights))
+    # Fixed names inside: the same IR under another file name is the same blob on the device.
+    return _pack([("model.bin", weights, False), ("model.xml", xml, False)], dest_dir)
+
+
+def _pack(entries, dest_dir) -> tuple[Path, str]:
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".pack-", suffix=".tar", dir=dest_dir)
     try:
         with os.fdopen(fd, "wb") as raw:
             writer = _HashingWriter(raw)
-            write_deterministic_tar(folder, writer)
+            write_deterministic_tar(None, writer, entries)
             raw.flush()
             os.fsync(raw.fileno())
         digest = writer.digest.hexdigest()

@@ -1,18 +1,18 @@
 """`benchfleet models build NAME|PATH --variants a,b`: build model variants and say what came out.
 
-Each variant is built (or served from the cache) on its own: one that cannot be built prints
-its reason and the others still build; the exit code is then 1.
+A model's missing variants are built in one go (one child Python), with a line as each starts and
+ends; a variant that cannot be built prints its reason, the others still build, and the exit code
+is then 1.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from orchestrator.models import zoo
-from orchestrator.errors import ConfigError, ModelBuildError
+from orchestrator.errors import ConfigError
 
 DEFAULT_VARIANTS = ("tflite-fp32", "tflite-fp16", "tflite-int8", "onnx")
 
@@ -27,16 +27,25 @@ def parse_variants(text: str | None) -> list[str]:
     return names
 
 
-def _builder(source: str):
-    """(label, build(variant, representative)) for a built-in name or a SavedModel folder."""
+def _build_all(source: str, names: list, representative, stream):
+    """(label, {variant: (artifact, seconds, cached)}, {variant: error}) for a built-in name or
+    a SavedModel folder: one build for all variants, its progress printed as it goes."""
+    seconds = {}
+
+    def progress(event):
+        print(zoo.progress_line(event), file=stream, flush=True)
+        seconds[event["variant"]] = event["seconds"] or 0.0
+
     if source in zoo.BUILTINS:
-        return source, lambda v, rep: zoo.build_model(source, v, representative=rep)
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        return folder.name, lambda v, rep: zoo.build_user_variant(folder, v,
-                                                                       representative=rep)
-    raise ConfigError("%s: neither a built-in model (%s) nor a SavedModel folder"
-                      % (source, ", ".join(zoo.list_builtins())))
+        label = source
+        built, errors = zoo.build_models(source, names, representative=representative,
+                                         on_progress=progress)
+    else:
+        label = Path(source).expanduser().name
+        built, errors = zoo.build_user_variants(Path(source).expanduser(), names,
+                                                representative=representative,
+                                                on_progress=progress)
+    return label, {v: (a, seconds.get(v, 0.0), v not in seconds) for v, a in built.items()}, errors
 
 
 def _export(art, label: str, out: Path) -> Path:
@@ -61,24 +70,23 @@ def build_variants(source: str, variants_text: str | None, representative=None, 
     """
     stream = stream or sys.stdout
     names = parse_variants(variants_text)
-    label, build = _builder(source)
+    if source not in zoo.BUILTINS and not Path(source).expanduser().is_dir():
+        raise ConfigError("%s: neither a built-in model (%s) nor a SavedModel folder"
+                          % (source, ", ".join(zoo.list_builtins())))
     if representative is not None and not Path(representative).is_dir():
         raise ConfigError("--representative %s: not a folder" % representative)
-    failed = 0
+    label, built, errors = _build_all(source, names, representative, stream)
     for variant in names:
-        t0 = time.monotonic()
-        try:
-            art = build(variant, representative)
-        except ModelBuildError as exc:
-            failed += 1
-            print("%s: FAILED: %s" % (variant, exc), file=stream)
+        if variant in errors:
+            print("%s: FAILED: %s" % (variant, errors[variant]), file=stream)
             continue
-        seconds = time.monotonic() - t0
+        art, seconds, cached = built[variant]
         path = _export(art, label, Path(out)) if out else Path(art.local_path)
         size = Path(art.local_path).stat().st_size
-        print("%s: ok in %.1f s%s" % (variant, seconds, " (cached)" if seconds < 1.0 else ""),
+        print("%s: ok in %.1f s%s" % (variant, seconds, " (cached)" if cached else ""),
               file=stream)
         print("  path    %s\n  sha256  %s\n  size    %d bytes (%.2f MiB)"
               % (path, art.sha256, size, size / 1048576.0), file=stream)
-    print("%s: %d of %d variants built" % (label, len(names) - failed, len(names)), file=stream)
-    return 1 if failed else 0
+    print("%s: %d of %d variants built" % (label, len(names) - len(errors), len(names)),
+          file=stream)
+    return 1 if errors else 0

@@ -1,8 +1,9 @@
-"""Built-in MoveNet-architecture models with seeded weights, built once and cached by content key.
+"""Built-in MoveNet-architecture models with seeded weights, cached by content key: every missing
+variant of a model is built in one child Python (child.py), which reports progress as it goes.
 
 No pretrained weights are needed: latency does not depend on weight values, only on the graph.
-Each built-in has MoveNet's shape: MobileNetV2 backbone, FPN-like neck to stride 4, the four
-single-pose heads, and the decoding step to [1, 1, 17, 3] (y, x, score) inside the graph.
+Each built-in has MoveNet's shape (movenet.py): MobileNetV2 backbone, FPN-like neck to stride 4,
+the four single-pose heads, and the decoding step to [1, 1, 17, 3] (y, x, score) in the graph.
 """
 
 from __future__ import annotations
@@ -11,35 +12,24 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
+import time
 from pathlib import Path
 
-from orchestrator.models import variants
 from orchestrator.cache import cache_root
-from orchestrator.models.artifacts import Artifact, pack_savedmodel, sha256_file
 from orchestrator.errors import ConfigError, ModelBuildError
+from orchestrator.models import child, movenet, store, variants
+from orchestrator.models.artifacts import Artifact, pack_savedmodel, sha256_file
 
-# name -> (input side, MobileNetV2 alpha, neck channels)
-BUILTINS = {
-    "movenet-thunder": (256, 1.0, 64),
-    "movenet-lightning": (192, 1.0, 64),
-    # Same architecture as the other two, shrunk (96x96, alpha 0.35) so tests build and run it in
-    # seconds; its latencies say nothing about MoveNet's.
-    "movenet-tiny": (96, 0.35, 24),
-}
-VARIANTS = tuple(variants.VARIANT_FORMATS)
+BUILTINS = movenet.ARCHITECTURES  # name -> (input side, MobileNetV2 alpha, neck channels)
+VARIANTS = tuple(variants.VARIANT_FORMATS)  # savedmodel first: the order a child builds in
 # Built by TensorFlow alone (onnx also needs tf2onnx, int8-edgetpu the edgetpu_compiler).
 CORE_VARIANTS = ("savedmodel", "tflite-fp32", "tflite-fp16", "tflite-int8")
 DEFAULT_SEED = 0
-KEYPOINTS = 17
+KEYPOINTS = movenet.KEYPOINTS
+_BUILD_CODE = (__file__, variants.__file__, movenet.__file__, child.__file__)
 _TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly",
                      "tensorflow-macos", "intel-tensorflow")
-_NO_TF = ("building built-in model %s needs TensorFlow on the controller: pip install "
-          "'benchfleet[tensorflow]', or point the suite at your own model file with `path:`")
 
 
 def list_builtins() -> list[str]:
@@ -66,8 +56,8 @@ def _tf_version() -> str | None:
 
 
 def _key(parts: list) -> str:
-    """sha256 of the build code (this module and variants.py), the inputs and tool versions."""
-    source = Path(__file__).read_bytes() + b"\0" + Path(variants.__file__).read_bytes()
+    """sha256 of the build code (the modules in _BUILD_CODE), the inputs and tool versions."""
+    source = b"\0".join(Path(f).read_bytes() for f in _BUILD_CODE)
     tools = [_tf_version()] + ([_version("tf2onnx"), _version("onnx")] if "onnx" in parts else [])
     return hashlib.sha256(source + b"\0" + json.dumps(parts + tools).encode()).hexdigest()
 
@@ -79,292 +69,218 @@ def cache_key(name: str, variant: str, seed: int = DEFAULT_SEED, representative=
     return _key([name, variant, seed] + ([digest] if digest else []))
 
 
-def build_model(name: str, variant: str, cache_dir=None, seed: int = DEFAULT_SEED,
-                representative=None) -> Artifact:
-    """The artifact for a built-in model variant, built on first use, then served from the cache.
+def build_models(name: str, variants_wanted, cache_dir=None, seed: int = DEFAULT_SEED,
+                 representative=None, on_progress=None) -> tuple[dict, dict]:
+    """Every requested variant of a built-in model: cache hits at once (no TensorFlow import),
+    the missing ones built in one child Python, int8-edgetpu compiled here from tflite-int8.
 
     representative: a folder of .npy samples (or images, with Pillow) that calibrates int8;
     default: seeded random pixels.
+    on_progress(event), for each variant built (not for cache hits), in build order: {"event":
+    "start" | "done" | "failed", "model", "variant", "index" (1-based), "total", "seconds"
+    (None at start), "error" (the reason, failed only)}. A variant that fails before it starts
+    (no TensorFlow, a crashed child) gets "failed" alone. progress_line(event) formats one.
+
+    Returns (artifact by variant, error message by variant); each requested variant is in one.
+
+    Raises:
+        ConfigError: unknown name or variant.
+    """
+    if name not in BUILTINS:
+        raise ConfigError("unknown built-in model %r; built-ins: %s" % (name, ", ".join(list_builtins())))
+    wanted = _check_variants(variants_wanted, name)
+    rep = str(Path(representative).resolve()) if representative else None
+    spec = {"name": name, "seed": seed, "representative": rep}
+    return _build_all(spec, wanted, _root(cache_dir), lambda v: cache_key(name, v, seed, rep),
+                      on_progress)
+
+
+def build_model(name: str, variant: str, cache_dir=None, seed: int = DEFAULT_SEED,
+                representative=None) -> Artifact:
+    """One variant of a built-in model: build_models for that variant alone.
 
     Raises:
         ConfigError: unknown name or variant.
         ModelBuildError: TensorFlow (or tf2onnx, edgetpu_compiler) is missing, or the build failed.
     """
-    if name not in BUILTINS:
-        raise ConfigError("unknown built-in model %r; built-ins: %s" % (name, ", ".join(list_builtins())))
-    if variant not in VARIANTS:
-        raise ConfigError("unknown variant %r of %s; variants: %s" % (variant, name, ", ".join(VARIANTS)))
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if variant == "int8-edgetpu":
-        return _build_edgetpu(build_model(name, "tflite-int8", root, seed, representative), root)
-    rep = str(Path(representative).resolve()) if representative and variant == "tflite-int8" else None
-    spec = {"name": name, "variant": variant, "seed": seed, "representative": rep}
-    return _cached_build(root, cache_key(name, variant, seed, rep), spec)
+    built, errors = build_models(name, [variant], cache_dir, seed, representative)
+    if variant in errors:
+        raise ModelBuildError(errors[variant])
+    return built[variant]
+
+
+def progress_line(event: dict) -> str:
+    """'building movenet-lightning tflite-int8 (2/3)...' at start, the same with ' 5.1 s' once
+    done, or with ' FAILED after 5.1 s: ' and the reason's first line."""
+    head = "building %s %s (%s/%s)..." % (event.get("model"), event.get("variant"),
+                                          event.get("index"), event.get("total"))
+    seconds = event.get("seconds")
+    if event.get("event") == "done":
+        return head + (" %.1f s" % seconds if seconds is not None else "")
+    if event.get("event") == "failed":
+        reason = (event.get("error") or "").strip().splitlines() or ["unknown reason"]
+        after = " after %.1f s" % seconds if seconds else ""
+        return head + " FAILED%s: %s" % (after, reason[0])
+    return head
+
+
+def _check_variants(wanted, what) -> list[str]:
+    wanted = list(dict.fromkeys(wanted))
+    unknown = [v for v in wanted if v not in VARIANTS]
+    if unknown:
+        raise ConfigError("unknown variant %s of %s; variants: %s"
+                          % (", ".join(map(repr, unknown)), what, ", ".join(VARIANTS)))
+    return wanted
+
+
+def _root(cache_dir) -> Path:
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+
+def _build_all(spec: dict, wanted: list, root: Path, key_of, on_progress) -> tuple[dict, dict]:
+    """build_models for any source: key_of(variant) is its cache key."""
+    with store.build_lock(root, spec["name"]):
+        return _build_locked(spec, wanted, root, key_of, on_progress)
+
+
+def _build_locked(spec: dict, wanted: list, root: Path, key_of, on_progress) -> tuple[dict, dict]:
+    # In VARIANTS order (see child._Builder); int8-edgetpu is compiled here from tflite-int8.
+    need = [v for v in VARIANTS if v != "int8-edgetpu" and (
+        v in wanted or (v == "tflite-int8" and "int8-edgetpu" in wanted))]
+    keys, done, errors = {}, {}, {}
+    for v in need:
+        try:
+            keys[v] = key_of(v)
+        except ModelBuildError as exc:  # a representative folder that cannot be read
+            errors[v] = str(exc)
+            continue
+        cached = store.load(root / keys[v])
+        if cached is not None:
+            done[v] = cached
+    edgetpu = "int8-edgetpu" in wanted and store.cached_edgetpu(done.get("tflite-int8"), root,
+                                                                _edgetpu_key)
+    if edgetpu:
+        done["int8-edgetpu"] = edgetpu
+    steps = [v for v in need + ["int8-edgetpu"] if v not in done and (v in need or v in wanted)]
+    report = _Reporter(spec["name"], steps, on_progress)
+    for v in errors:
+        report("failed", v, None, errors[v])
+    jobs = [v for v in keys if v not in done]
+    if jobs:
+        _build_in_child(root, spec, {v: keys[v] for v in jobs}, done, errors, report)
+    if "int8-edgetpu" in steps:
+        _edgetpu_step(done, errors, root, report)
+    return ({v: done[v] for v in wanted if v in done},
+            {v: errors[v] for v in wanted if v in errors})
+
+
+class _Reporter:
+    """Turns build steps into on_progress events with their place among all the steps."""
+
+    def __init__(self, name: str, steps: list, on_progress):
+        self.name, self.steps, self.on_progress = name, steps, on_progress
+
+    def __call__(self, event: str, variant: str, seconds=None, error=None) -> None:
+        if self.on_progress is None or variant not in self.steps:
+            return
+        self.on_progress({"event": event, "model": self.name, "variant": variant,
+                          "index": self.steps.index(variant) + 1, "total": len(self.steps),
+                          "seconds": seconds, "error": error})
+
+
+def _build_in_child(root: Path, spec: dict, keys: dict, done: dict, errors: dict, report) -> None:
+    """Build the variants in `keys` (variant -> cache key) in one child; each is published to
+    the cache the moment the child reports it done, so a later crash loses nothing built."""
+    if _tf_version() is None:
+        for v in keys:
+            errors[v] = child.NO_TF % spec["name"]
+            report("failed", v, None, errors[v])
+        return
+    works = {v: store.new_work(root) for v in keys}
+
+    def on_event(event: dict) -> None:
+        v, kind, error = event["variant"], event["event"], event.get("error")
+        if kind == "done":
+            try:
+                done[v] = store.publish(works[v], root / keys[v])
+            except OSError as exc:
+                kind, error = "failed", "%s/%s: cannot store it in the cache %s: %s" % (
+                    spec["name"], v, root, exc)
+        if kind == "failed":
+            errors[v] = error
+        report(kind, v, event.get("seconds"), error)
+
+    try:
+        child.run_child(spec, [(v, works[v]) for v in keys], on_event)
+    finally:
+        for work in works.values():
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _edgetpu_step(done: dict, errors: dict, root: Path, report) -> None:
+    report("start", "int8-edgetpu")
+    t0 = time.monotonic()
+    try:
+        if "tflite-int8" not in done:
+            raise ModelBuildError("int8-edgetpu is compiled from tflite-int8, which failed: %s"
+                                  % errors.get("tflite-int8"))
+        done["int8-edgetpu"] = store.build_edgetpu(done["tflite-int8"], root, _edgetpu_key)
+    except ModelBuildError as exc:
+        errors["int8-edgetpu"] = str(exc)
+        report("failed", "int8-edgetpu", round(time.monotonic() - t0, 3), str(exc))
+        return
+    report("done", "int8-edgetpu", round(time.monotonic() - t0, 3))
+
+
+def build_user_variants(folder, variants_wanted, cache_dir=None, seed: int = DEFAULT_SEED,
+                        representative=None, on_progress=None) -> tuple[dict, dict]:
+    """Variants of a user's SavedModel folder (TFLite fp32/fp16/int8, ONNX, Edge TPU; savedmodel
+    is the folder itself), cached by the folder's content hash and built as build_models does.
+
+    Raises:
+        ConfigError: not a SavedModel folder, or an unknown variant.
+    """
+    wanted = _check_variants(variants_wanted, folder)
+    root = _root(cache_dir)
+    source = resolve_user_model(folder, root)
+    if source.format != "savedmodel":
+        raise ConfigError("%s: variants are built from a SavedModel folder, not a %s file"
+                          % (folder, source.format))
+    rep = str(Path(representative).resolve()) if representative else None
+    spec = {"name": source.name, "seed": seed, "representative": rep,
+            "savedmodel": str(Path(folder).expanduser().resolve())}
+
+    def key_of(v):
+        digest = variants.representative_digest(rep) if v == "tflite-int8" else None
+        return _key(["user", source.sha256, v, seed, digest])
+
+    built, errors = _build_all(spec, [v for v in wanted if v != "savedmodel"], root, key_of,
+                               on_progress)
+    built["savedmodel"] = dataclasses.replace(source, variant="savedmodel")
+    return {v: built[v] for v in wanted if v in built}, errors
 
 
 def build_user_variant(folder, variant: str, cache_dir=None, seed: int = DEFAULT_SEED,
                        representative=None) -> Artifact:
-    """A variant of a user's SavedModel folder (TFLite fp32/fp16/int8, ONNX, Edge TPU), cached
-    by the folder's content hash like the built-ins.
+    """One variant of a user's SavedModel folder: build_user_variants for it alone.
 
     Raises:
         ConfigError: not a SavedModel folder, or an unknown variant.
         ModelBuildError: as build_model; also a SavedModel the converters cannot read.
     """
-    if variant not in VARIANTS:
-        raise ConfigError("unknown variant %r; variants: %s" % (variant, ", ".join(VARIANTS)))
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    source = resolve_user_model(folder, root)
-    if source.format != "savedmodel":
-        raise ConfigError("%s: variants are built from a SavedModel folder, not a %s file"
-                          % (folder, source.format))
-    if variant == "savedmodel":
-        return dataclasses.replace(source, variant="savedmodel")
-    if variant == "int8-edgetpu":
-        return _build_edgetpu(build_user_variant(folder, "tflite-int8", root, seed, representative),
-                              root)
-    rep = str(Path(representative).resolve()) if representative and variant == "tflite-int8" else None
-    digest = variants.representative_digest(rep)
-    spec = {"name": source.name, "variant": variant, "seed": seed, "representative": rep,
-            "savedmodel": str(Path(folder).expanduser().resolve())}
-    return _cached_build(root, _key(["user", source.sha256, variant, seed, digest]), spec)
+    built, errors = build_user_variants(folder, [variant], cache_dir, seed, representative)
+    if variant in errors:
+        raise ModelBuildError(errors[variant])
+    return built[variant]
 
 
-def _cached_build(root: Path, key: str, spec: dict) -> Artifact:
-    final = root / key
-    cached = _load_cached(final)
-    if cached is not None:
-        return cached
-    if _tf_version() is None:
-        raise ModelBuildError(_NO_TF % spec["name"])
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
-    try:
-        _build_in_subprocess(work, spec)
-        _publish(work, final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return _load_cached(final)
-
-
-def _publish(work: Path, final: Path) -> None:
-    try:
-        os.rename(work, final)
-    except OSError:
-        if _load_cached(final) is None:  # not a concurrent builder that won the race
-            raise
-
-
-def _build_edgetpu(int8: Artifact, root: Path) -> Artifact:
-    """int8-edgetpu: edgetpu_compiler run here on the int8 file, or the way to run it elsewhere."""
-    compiler = variants.which_edgetpu_compiler()
-    if compiler is None:
-        raise ModelBuildError(variants.EDGETPU_MISSING % {
-            "file": int8.local_path, "stem": Path(int8.local_path).stem})
-    final = root / _key(["edgetpu", int8.sha256, variants.edgetpu_compiler_version(compiler)])
-    cached = _load_cached(final)
-    if cached is not None:
-        return cached
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
-    try:
-        out = variants.compile_edgetpu(compiler, Path(int8.local_path), work)
-        art = Artifact(int8.name, "int8-edgetpu", "tflite", Path(out.name), sha256_file(out), False)
-        (work / "artifact.json").write_text(json.dumps(art.to_json(), indent=1))
-        _publish(work, final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return _load_cached(final)
-
-
-def _load_cached(folder: Path) -> Artifact | None:
-    meta = folder / "artifact.json"
-    if not meta.is_file():
-        return None
-    return Artifact.from_json(json.loads(meta.read_text()), base=folder)
-
-
-def _build_in_subprocess(work: Path, spec: dict) -> None:
-    """Run _build_into in a fresh Python. Keras layer names and TF function names come from
-    process-wide counters, so a second build in one process gives a different SavedModel; a
-    fresh process makes every build bit-identical, and keeps TensorFlow out of the controller."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cmd = [sys.executable, "-m", "orchestrator.models.zoo", str(work), json.dumps(spec)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        reason = work / "error.txt"  # a ModelBuildError in the child: its message, no traceback
-        if reason.is_file():
-            raise ModelBuildError(reason.read_text())
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise ModelBuildError("building %s/%s failed (exit %d):\n%s"
-                              % (spec["name"], spec["variant"], proc.returncode, tail))
-
-
-def _build_into(work: Path, spec: dict) -> None:
-    """Build one variant into `work`; artifact.json is written last and marks it complete."""
-    name, variant, seed, user = spec["name"], spec["variant"], spec["seed"], spec.get("savedmodel")
-    precision = variants.VARIANT_FORMATS[variant][1]
-    try:
-        if variant == "onnx":
-            if user:
-                data = variants.savedmodel_to_onnx(user)
-            else:
-                # The module must outlive the conversion: the concrete function holds its
-                # variables only weakly, and TensorFlow refuses to freeze deleted ones.
-                module = _module(name, seed)
-                data = variants.concrete_to_onnx(module.serve.get_concrete_function())
-            (work / "model.onnx").write_bytes(data)
-            art = Artifact(name, variant, "onnx", Path("model.onnx"),
-                           sha256_file(work / "model.onnx"), False)
-        elif user:
-            data = variants.savedmodel_to_tflite(user, precision, spec["representative"], seed)
-            (work / "model.tflite").write_bytes(data)
-            art = Artifact(name, variant, "tflite", Path("model.tflite"),
-                           sha256_file(work / "model.tflite"), False)
-        elif variant == "savedmodel":
-            _save_savedmodel(name, seed, work / "saved_model")
-            tar, digest = pack_savedmodel(work / "saved_model", work)
-            tar = tar.rename(work / "saved_model.tar")
-            art = Artifact(name, variant, "savedmodel", Path("saved_model.tar"), digest, True,
-                           Path("saved_model"))
-        else:
-            data = _to_tflite(name, seed, precision, spec["representative"])
-            (work / "model.tflite").write_bytes(data)
-            art = Artifact(name, variant, "tflite", Path("model.tflite"),
-                           sha256_file(work / "model.tflite"), False)
-    except ImportError as exc:
-        raise ModelBuildError(_NO_TF % name + " (%s)" % exc) from exc
-    (work / "artifact.json").write_text(json.dumps(art.to_json(), indent=1))
-
-
-# ---------------------------------------------------------------- the graph (TensorFlow from here)
-
-def _keras_heads(name: str, seed: int):
-    """The Keras model: float image [1,H,W,3] in 0..255 -> (heatmaps, centre, regression, offsets)."""
-    import keras
-    side, alpha, ch = BUILTINS[name]
-    keras.utils.set_random_seed(seed)
-    L = keras.layers
-    image = keras.Input((side, side, 3), batch_size=1, name="image")
-    x = L.Rescaling(1.0 / 127.5, offset=-1.0)(image)  # MobileNetV2's [-1, 1] normalisation
-    backbone = keras.applications.MobileNetV2(
-        input_shape=(side, side, 3), alpha=alpha, include_top=False, weights=None)
-    taps = ["block_2_add", "block_5_add", "block_12_add", "out_relu"]  # strides 4, 8, 16, 32
-    features = keras.Model(backbone.input, [backbone.get_layer(t).output for t in taps])(x)
-    # FPN-like neck: lateral 1x1 convs, top-down bilinear upsampling to stride 4.
-    top = L.Conv2D(ch, 1, use_bias=False)(features[-1])
-    for feat in reversed(features[:-1]):
-        top = L.UpSampling2D(2, interpolation="bilinear")(top)
-        top = L.Add()([top, L.Conv2D(ch, 1, use_bias=False)(feat)])
-        top = L.SeparableConv2D(ch, 3, padding="same", activation="relu")(top)
-
-    def head(out_ch, activation, label):
-        h = L.DepthwiseConv2D(3, padding="same")(top)
-        h = L.Conv2D(max(ch, 32), 1, activation="relu")(h)
-        return L.Conv2D(out_ch, 1, activation=activation, name=label)(h)
-
-    outputs = [head(KEYPOINTS, "sigmoid", "keypoint_heatmap"), head(1, "sigmoid", "centre"),
-               head(2 * KEYPOINTS, None, "regression"), head(2 * KEYPOINTS, None, "offsets")]
-    return keras.Model(image, outputs, name=name.replace("-", "_"))
-
-
-def _decode(heads):
-    """MoveNet single-pose decoding: heads at stride 4 -> [1, 1, 17, 3] (y, x, score) in 0..1."""
-    import tensorflow as tf
-    heat, centre, regress, offsets = heads
-    hf, wf = heat.shape[1], heat.shape[2]
-    ys, xs = tf.meshgrid(tf.range(hf, dtype=tf.float32), tf.range(wf, dtype=tf.float32), indexing="ij")
-    # The person nearest the image centre wins: centre scores weighted by inverse distance to it.
-    to_mid = tf.sqrt(tf.square(ys - (hf - 1) / 2.0) + tf.square(xs - (wf - 1) / 2.0))
-    centre_idx = tf.argmax(tf.reshape(centre[0, :, :, 0] / (to_mid + 1.0), [-1]), output_type=tf.int32)
-    cy = tf.cast(centre_idx // wf, tf.float32)
-    cx = tf.cast(centre_idx % wf, tf.float32)
-    reg = tf.reshape(tf.gather(tf.reshape(regress, [hf * wf, 2 * KEYPOINTS]), centre_idx),
-                     [KEYPOINTS, 2])
-    ry, rx = cy + reg[:, 0], cx + reg[:, 1]
-    # Each keypoint: its heatmap weighted by inverse distance to the regressed position.
-    dist = tf.sqrt(tf.square(ys[:, :, None] - ry) + tf.square(xs[:, :, None] - rx))
-    heat_flat = tf.reshape(heat[0], [hf * wf, KEYPOINTS])
-    kp_idx = tf.argmax(tf.reshape(heat[0] / (dist + 1.8), [hf * wf, KEYPOINTS]), axis=0,
-                       output_type=tf.int32)
-    pick = tf.stack([kp_idx, tf.range(KEYPOINTS)], axis=1)
-    score = tf.gather_nd(heat_flat, pick)
-    off = tf.gather_nd(tf.reshape(offsets[0], [hf * wf, KEYPOINTS, 2]), pick)
-    y = (tf.cast(kp_idx // wf, tf.float32) + off[:, 0]) / float(hf)
-    x = (tf.cast(kp_idx % wf, tf.float32) + off[:, 1]) / float(wf)
-    keypoints = tf.stack([tf.clip_by_value(y, 0.0, 1.0), tf.clip_by_value(x, 0.0, 1.0), score], axis=1)
-    return tf.reshape(keypoints, [1, 1, KEYPOINTS, 3])
-
-
-def _module(name: str, seed: int):
-    """A tf.Module holding the Keras model, with int32 and float32 serving functions."""
-    import tensorflow as tf
-    side = BUILTINS[name][0]
-    module = tf.Module()
-    module.net = _keras_heads(name, seed)
-    # Keras 3 variables are tracked through their backing tf.Variables.
-    module.weights = [v.value for v in module.net.weights]
-
-    @tf.function(input_signature=[tf.TensorSpec([1, side, side, 3], tf.int32, name="input")])
-    def serve(input):  # noqa: A002 - MoveNet's SavedModel names its input "input"
-        return {"output_0": _decode(module.net(tf.cast(input, tf.float32), training=False))}
-
-    @tf.function(input_signature=[tf.TensorSpec([1, side, side, 3], tf.float32, name="input")])
-    def serve_float(input):  # noqa: A002
-        return {"output_0": _decode(module.net(input, training=False))}
-
-    module.serve, module.serve_float = serve, serve_float
-    return module
-
-
-def _save_savedmodel(name: str, seed: int, dest: Path) -> None:
-    import tensorflow as tf
-    module = _module(name, seed)
-    tf.saved_model.save(module, str(dest), signatures={"serving_default": module.serve})
-    _drop_fingerprint_uuid(dest / "fingerprint.pb")
-
-
-def _drop_fingerprint_uuid(path: Path) -> None:
-    """TF >= 2.15 writes a random uuid into fingerprint.pb; everything else in a save is a pure
-    function of the graph and weights. Clearing it makes the tar (and its hash) reproducible."""
-    if not path.is_file():
-        return
-    from tensorflow.core.protobuf import fingerprint_pb2
-    fingerprint = fingerprint_pb2.FingerprintDef()
-    fingerprint.ParseFromString(path.read_bytes())
-    if getattr(fingerprint, "uuid", ""):  # older TF has no uuid field: nothing to clear
-        fingerprint.ClearField("uuid")
-        path.write_bytes(fingerprint.SerializeToString(deterministic=True))
-
-
-def _to_tflite(name: str, seed: int, precision: str, representative=None) -> bytes:
-    """fp32: the int32-input graph as is. fp16: the same with float16 weights. int8:
-    full-integer weights and activations, uint8 input (pixels, scale 1), float output: decoding
-    ops TFLite cannot quantize stay float; calibrated on `representative` or seeded pixels."""
-    import numpy as np
-    import tensorflow as tf
-    module = _module(name, seed)
-    int8 = precision == "int8"
-    fn = module.serve_float if int8 else module.serve
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [fn.get_concrete_function()], module)
-    samples = None
-    if int8:
-        side = BUILTINS[name][0]
-        if representative:
-            arrays = variants.load_representative(representative, [1, side, side, 3], np.float32)
-        else:
-            rng = np.random.RandomState(seed)
-            arrays = [rng.randint(0, 256, (1, side, side, 3)).astype(np.float32) for _ in range(8)]
-        samples = [[a] for a in arrays]
-        converter.inference_input_type = tf.uint8
-    return variants.configure_tflite(converter, precision, samples).convert()
+def _edgetpu_key(int8_sha256: str, compiler_version: str) -> str:
+    return _key(["edgetpu", int8_sha256, compiler_version])
 
 
 def resolve_user_model(path, cache_dir=None) -> Artifact:
-    """An Artifact for a user's model: a .tflite/.onnx file or a SavedModel folder (packed to a tar).
+    """An Artifact for a user's model: a .tflite/.onnx file, or a SavedModel folder or an OpenVINO
+    IR .xml (+ .bin) packed to a tar.
 
     Raises:
         ConfigError: the path is missing or is none of those.
@@ -376,6 +292,14 @@ def resolve_user_model(path, cache_dir=None) -> Artifact:
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         tar, digest = pack_savedmodel(p, root / "user-savedmodels")
         return Artifact(p.name, "user", "savedmodel", tar, digest, True, p)
+    if p.is_file() and p.suffix.lower() == ".xml":  # an OpenVINO IR: .xml + .bin in one tar
+        from orchestrator.models.artifacts import pack_openvino_ir
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        try:
+            tar, digest = pack_openvino_ir(p, root / "user-openvino")
+        except ValueError as exc:
+            raise ConfigError(str(exc))
+        return Artifact(p.stem, "user", "openvino", tar, digest, True)
     formats = {".tflite": "tflite", ".onnx": "onnx"}
     if p.is_file() and p.suffix.lower() in formats:
         return Artifact(p.stem, "user", formats[p.suffix.lower()], p, sha256_file(p), False)
@@ -383,11 +307,3 @@ def resolve_user_model(path, cache_dir=None) -> Artifact:
         raise ConfigError("%s: model path does not exist" % p)
     raise ConfigError("%s: not a model benchfleet knows: expected a .tflite or .onnx file or a "
                       "SavedModel folder (with saved_model.pb)" % p)
-
-
-if __name__ == "__main__":  # the build child: python -m orchestrator.models.zoo WORK SPEC_JSON
-    try:
-        _build_into(Path(sys.argv[1]), json.loads(sys.argv[2]))
-    except ModelBuildError as exc:
-        (Path(sys.argv[1]) / "error.txt").write_text(str(exc))
-        sys.exit(3)
