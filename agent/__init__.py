@@ -1,3 +1,3 @@
 """benchfleet agent: runs on the device (Python >= 3.6, stdlib core)."""
 
-AGENT_VERSION = "0.1.0"
+AGENT_VERSION = "0.2.0"

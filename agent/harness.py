@@ -1,4 +1,4 @@
-"""The measurement harness: METHOD.md steps 2-6 around one Backend, with an injectable clock.
+"""The measurement harness: docs/METHOD.md steps 2-6 around one Backend, with an injectable clock.
 
 Backends only execute; every clock read for a reported number happens here. The timed loop is
 the product: one clock read before and one after each invoke, nothing else but a store.
@@ -122,7 +122,7 @@ def apply_affinity(cores):
 
 
 def run_measurement(backend, settings, clock=None, clock_scale=None):
-    """Load, time the first inference, warm up, measure, summarize (METHOD.md steps 2-6).
+    """Load, time the first inference, warm up, measure, summarize (docs/METHOD.md steps 2-6).
 
     Args:
       backend: an agent.backends.base.Backend, not yet loaded.
@@ -179,7 +179,7 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
 
 
 def validity(timing, settings, extra_reasons=()):
-    """VALID or INVALID with reasons (METHOD.md step 7), plus notes that do not invalidate.
+    """VALID or INVALID with reasons (docs/METHOD.md step 7), plus notes that do not invalidate.
 
     A conservative percentile without enough samples is a note: it is reported as null, so
     nothing misleading is claimed; too few runs overall, CV over cv_max or truncation invalidate.

@@ -13,31 +13,12 @@ import socket
 import sys
 
 from agent import AGENT_VERSION, fsutil, probe_hw
+from agent.backends import catalog
 from agent.worker import thermal_temps
 
-# module -> distribution names that provide it (the first installed one gives the version).
-RUNTIMES = (
-    ("numpy", ("numpy",)),
-    ("tensorflow", ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-nightly",
-                    "tensorflow-aarch64", "tensorflow-intel")),
-    ("ai_edge_litert", ("ai-edge-litert", "ai-edge-litert-nightly")),
-    ("tflite_runtime", ("tflite-runtime", "tflite_runtime")),
-    ("pycoral", ("pycoral",)),
-    ("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino")),
-    ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu11")),
-)
-
-# module -> the command that installs it, shown when it is missing.
-HINTS = {
-    "numpy": "pip install numpy",
-    "tensorflow": "pip install tensorflow (on a Jetson: NVIDIA's JetPack TensorFlow wheel)",
-    "ai_edge_litert": "pip install ai-edge-litert",
-    "tflite_runtime": "pip install tflite-runtime (Python >= 3.9: pip install ai-edge-litert)",
-    "pycoral": "sudo apt-get install python3-pycoral (Coral apt repository)",
-    "onnxruntime": "pip install onnxruntime (onnxruntime-gpu for CUDA)",
-    "tensorrt": "pip install tensorrt (on a Jetson it comes with JetPack: "
-                "sudo apt-get install python3-libnvinfer)",
-}
+# The runtime modules every backend may need, from the backend catalog.
+RUNTIMES = tuple((m.name, m.dists) for m in catalog.MODULES)
+HINTS = dict((m.name, m.hint) for m in catalog.MODULES)
 EDGETPU_HINT = "sudo apt-get install libedgetpu1-std"
 
 

@@ -105,15 +105,16 @@ def _existing_result(path, nonce):
 
 
 def thermal_wait(cfg, baseline, root="/", sleep=time.sleep, clock=time.monotonic):
-    """Cool-down per job.cooldown: none, fixed (sleep), thermal (every zone within delta_c of the
-    run-start baseline, polled, at most max_wait_s; no zones -> fixed seconds). Returns a record."""
-    mode = cfg.get("mode", "none")
-    seconds = float(cfg.get("seconds", 0.0))
+    """Cool-down per job.cooldown (every key of schema.DEFAULT_COOLDOWN): none, fixed (sleep),
+    thermal (every zone within delta_c of the run-start baseline, polled, at most max_wait_s;
+    no zones -> fixed seconds). Returns a record."""
+    mode = cfg["mode"]
+    seconds = float(cfg["seconds"])
     record = {"mode": mode, "waited_s": 0.0, "baseline_c": baseline, "temps_c": None}
     start = clock()
     if mode == "thermal" and baseline:
-        delta = float(cfg.get("delta_c", 3.0))
-        deadline = start + float(cfg.get("max_wait_s", 300.0))
+        delta = float(cfg["delta_c"])
+        deadline = start + float(cfg["max_wait_s"])
         while True:
             temps = worker.thermal_temps(root)
             hot = [z for z, t in temps.items() if z in baseline and t > baseline[z] + delta]
@@ -186,7 +187,7 @@ class Runner(object):
 
     def run_cases(self):
         cases, cfg, out = self.job["cases"], self.job["cooldown"], self.out_dir
-        baseline = worker.thermal_temps() if cfg.get("mode") == "thermal" else {}
+        baseline = worker.thermal_temps() if cfg["mode"] == "thermal" else {}
         ran_before = False
         for index, case in enumerate(cases):
             info = {"case_id": case["case_id"], "label": case.get("label"), "index": index,
@@ -195,8 +196,8 @@ class Runner(object):
             if done is not None:  # resume: this run already measured it
                 _event(out, "case_end", status=done["status"], p50_ms=_p50(done), resumed=True, **info)
                 continue
-            cooldown = {"mode": cfg.get("mode"), "waited_s": 0.0, "first": True}
-            if ran_before and cfg.get("mode") != "none":
+            cooldown = {"mode": cfg["mode"], "waited_s": 0.0, "first": True}
+            if ran_before and cfg["mode"] != "none":
                 cooldown = thermal_wait(cfg, baseline)
                 _event(out, "cooldown", case_id=case["case_id"], waited_s=cooldown["waited_s"])
             _event(out, "case_start", **info)

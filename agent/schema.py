@@ -3,12 +3,18 @@
 One source of truth, stdlib only (runs on Python 3.6). The controller mirrors it with
 pydantic in orchestrator/records.py; tests/test_contract.py runs golden files through both.
 
-Format history (bump SCHEMA_VERSION and add a line; orchestrator migrates older versions):
+Format history (bump SCHEMA_VERSION and add a line; a controller reading an older version then
+needs a migration, which none has needed yet):
   1  2026-11  first version: job.json, <case_id>.json results, events.jsonl, heartbeat, status.json
+  1  2026-12  additions a version-1 reader accepts: job.backends (user backend files), model
+              format openvino; job.cooldown always carries every DEFAULT_COOLDOWN key. The agent
+              ships with its controller, so a job is only ever read by its own agent version.
 """
 
 import math
 import time
+
+from agent.backends import catalog
 
 SCHEMA_VERSION = 1
 JOB_KIND = "benchfleet.job"
@@ -20,18 +26,22 @@ STATUSES = ("ok", "skipped", "failed")
 FAILED_SUBSTATUSES = ("error", "timeout", "crashed", "bad_model", "agent_lost", "invalid_result")
 VALIDITIES = ("VALID", "INVALID")
 
-BACKENDS = ("synthetic", "tflite", "edgetpu", "tensorflow", "tf-trt", "onnxruntime", "tensorrt")
-MODEL_FORMATS = ("synthetic", "tflite", "savedmodel", "onnx")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = catalog.names()      # plus, per job, the user backends it ships (job.backends)
+MODEL_FORMATS = catalog.FORMATS
+PRECISIONS = catalog.PRECISIONS
 COOLDOWN_MODES = ("none", "fixed", "thermal")
+# Between cases (docs/METHOD.md step 8): the seed's protocol is a fixed 120 s; thermal waits until
+# every zone is within delta_c of its idle baseline, at most max_wait_s.
+DEFAULT_COOLDOWN = {"mode": "fixed", "seconds": 120.0, "delta_c": 3.0, "max_wait_s": 600.0}
+DEFAULT_WORKDIR = "~/.benchfleet"   # a device's folder when its inventory entry names none
 
-# Percentiles reported, and the minimum sample counts METHOD.md asks for before a conservative
+# Percentiles reported, and the minimum sample counts docs/METHOD.md asks for before a conservative
 # (99% confidence upper bound) percentile is called established.
 PERCENTILES = (50, 90, 95, 99, 99.9)
 CONSERVATIVE_MIN_SAMPLES = {90: 64, 95: 130, 99: 662, 99.9: 6636}
 CONFIDENCE = 0.99
 
-# Defaults of METHOD.md; a suite may override each, the result records what was used.
+# Defaults of docs/METHOD.md; a suite may override each, the result records what was used.
 DEFAULT_SETTINGS = {
     "warmup_runs": 50,
     "warmup_min_s": 1.0,
@@ -42,6 +52,12 @@ DEFAULT_SETTINGS = {
     "input_pool": 4,
     "cv_max": 0.025,
     "case_timeout_s": 1800.0,
+}
+# The smallest value each setting may take, and whether the bound itself is allowed.
+SETTING_MINIMUMS = {
+    "warmup_runs": (0, True), "warmup_min_s": (0.0, True), "runs": (1, True),
+    "min_duration_s": (0.0, True), "max_duration_s": (0.0, False), "input_seed": (0, True),
+    "input_pool": (1, True), "cv_max": (0.0, False), "case_timeout_s": (0.0, False),
 }
 
 # Agent process exit codes (`agent.pyz run`): distinct per failure class.
@@ -112,8 +128,12 @@ MODEL_FIELDS = ("name", "variant", "format", "sha256", "path", "synthetic_ms")
 RUNTIME_FIELDS = ("backend", "threads", "affinity", "precision", "options")
 
 
-def check_case(case, path="cases[0]."):
-    """Problems of one job case (a list of 'path: message' strings; empty when valid)."""
+def check_case(case, path="cases[0].", user_backends=()):
+    """Problems of one job case (a list of 'path: message' strings; empty when valid).
+
+    user_backends: names of the user backends the job ships (their options are checked by the
+    agent once it has read their files).
+    """
     problems = []
     if not isinstance(case, dict):
         return [path.rstrip(".") + ": expected an object"]
@@ -134,21 +154,28 @@ def check_case(case, path="cases[0]."):
     if runtime is not None:
         rp = path + "runtime."
         _unknown(problems, runtime, rp, RUNTIME_FIELDS)
-        _check_enum(problems, runtime, rp, "backend", BACKENDS)
+        backend = _check_enum(problems, runtime, rp, "backend", BACKENDS + tuple(user_backends))
         _check_type(problems, runtime, rp, "threads", int, allow_none=True)
         _check_type(problems, runtime, rp, "affinity", list, allow_none=True)
         _check_enum(problems, runtime, rp, "precision", PRECISIONS)
-        _check_type(problems, runtime, rp, "options", dict)
+        options = _check_type(problems, runtime, rp, "options", dict)
+        if options is not None and backend in catalog.BY_NAME:
+            problems.extend(catalog.BY_NAME[backend].check_options(options, rp + "options"))
     settings = _check_type(problems, case, path, "settings", dict)
     if settings is not None:
         sp = path + "settings."
         _unknown(problems, settings, sp, tuple(DEFAULT_SETTINGS))
         for key in DEFAULT_SETTINGS:
-            _check_type(problems, settings, sp, key, NUMBER)
+            value = _check_type(problems, settings, sp, key, NUMBER)
+            low, inclusive = SETTING_MINIMUMS[key]
+            if value is not None and (value < low or (value == low and not inclusive)):
+                _problem(problems, sp + key, "must be %s %g" % (">=" if inclusive else ">", low))
     return problems
 
 
-JOB_FIELDS = ("schema_version", "kind", "run_id", "nonce", "device", "cooldown", "cases")
+JOB_FIELDS = ("schema_version", "kind", "run_id", "nonce", "device", "cooldown", "cases",
+              "backends")
+USER_BACKEND_FIELDS = ("path", "sha256", "file")
 
 
 def check_job(job):
@@ -161,14 +188,25 @@ def check_job(job):
         _check_type(problems, job, "", key, str)
     cooldown = _check_type(problems, job, "", "cooldown", dict)
     if cooldown is not None:
+        _unknown(problems, cooldown, "cooldown.", tuple(DEFAULT_COOLDOWN))
         _check_enum(problems, cooldown, "cooldown.", "mode", COOLDOWN_MODES)
-        _check_type(problems, cooldown, "cooldown.", "seconds", NUMBER)
-        _check_type(problems, cooldown, "cooldown.", "delta_c", NUMBER, required=False)
-        _check_type(problems, cooldown, "cooldown.", "max_wait_s", NUMBER, required=False)
+        for key in ("seconds", "delta_c", "max_wait_s"):
+            _check_type(problems, cooldown, "cooldown.", key, NUMBER)
+    users = _check_type(problems, job, "", "backends", dict, required=False) or {}
+    for name, entry in sorted(users.items()):
+        where = "backends.%s." % name
+        if not catalog.valid_name(name) or name in catalog.BY_NAME:
+            _problem(problems, where.rstrip("."), "not a valid user backend name")
+        if not isinstance(entry, dict):
+            _problem(problems, where.rstrip("."), "expected an object")
+            continue
+        _unknown(problems, entry, where, USER_BACKEND_FIELDS)
+        for key in USER_BACKEND_FIELDS:
+            _check_type(problems, entry, where, key, str)
     cases = _check_type(problems, job, "", "cases", list)
     seen = set()
     for i, case in enumerate(cases or []):
-        problems.extend(check_case(case, "cases[%d]." % i))
+        problems.extend(check_case(case, "cases[%d]." % i, tuple(users)))
         cid = case.get("case_id") if isinstance(case, dict) else None
         if cid in seen:
             _problem(problems, "cases[%d].case_id" % i, "duplicate case_id %r" % cid)
@@ -205,6 +243,7 @@ TIMING_FIELDS = (
 )
 SUMMARY_FIELDS = ("n", "mean", "std", "cv", "min", "max", "throughput_ips") + tuple(
     percentile_key(p) for p in PERCENTILES)
+CONSERVATIVE_FIELDS = tuple(percentile_key(p) for p in sorted(CONSERVATIVE_MIN_SAMPLES))
 
 
 def utc_now():
@@ -301,8 +340,7 @@ def _check_timing(timing):
             _check_type(problems, summary, p + "summary.", key, NUMBER, allow_none=True)
     cons = _check_type(problems, timing, p, "conservative", dict)
     if cons is not None:
-        allowed = tuple(percentile_key(q) for q in CONSERVATIVE_MIN_SAMPLES)
-        _unknown(problems, cons, p + "conservative.", allowed)
-        for key in allowed:
+        _unknown(problems, cons, p + "conservative.", CONSERVATIVE_FIELDS)
+        for key in CONSERVATIVE_FIELDS:
             _check_type(problems, cons, p + "conservative.", key, NUMBER, allow_none=True)
     return problems

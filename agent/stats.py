@@ -78,7 +78,7 @@ def conservative_rank(n, p, confidence=schema.CONFIDENCE):
 def conservative(latencies_ms, _sorted=None):
     """Conservative p90, p95, p99, p99_9 (ms): 99%-confidence upper bounds of each percentile.
 
-    None means "not established": fewer samples than METHOD.md's minimum for that percentile
+    None means "not established": fewer samples than docs/METHOD.md's minimum for that percentile
     (schema.CONSERVATIVE_MIN_SAMPLES), or no order statistic reaches the confidence.
     """
     values = _sorted if _sorted is not None else sorted(latencies_ms)
@@ -97,6 +97,6 @@ def describe(latencies_ms):
 
 
 def not_established(n):
-    """Keys of the conservative percentiles that n samples cannot establish (METHOD.md minimums)."""
+    """Keys of the conservative percentiles that n samples cannot establish (docs/METHOD.md minimums)."""
     return [schema.percentile_key(p) for p, minimum in sorted(schema.CONSERVATIVE_MIN_SAMPLES.items())
             if n < minimum or conservative_rank(n, p) is None]

@@ -17,7 +17,7 @@ import tempfile
 import traceback
 
 from agent import AGENT_VERSION, fsutil, harness, probe_hw, schema
-from agent.backends import get_backend_class
+from agent.backends import get_backend_class, userfile
 from agent.backends.base import BackendUnavailable, BadModel
 
 COOLDOWN_ENV = "BENCHFLEET_COOLDOWN"  # JSON the supervisor passes: the wait before this case
@@ -42,7 +42,7 @@ def thermal_temps(root="/"):
 
 
 def readiness(root="/"):
-    """METHOD.md step 1: what could distort the numbers, recorded (warnings, never refusals)."""
+    """docs/METHOD.md step 1: what could distort the numbers, recorded (warnings, never refusals)."""
     cpu = os.path.join(root, "sys/devices/system/cpu")
     load = fsutil.read_text(os.path.join(root, "proc/loadavg"))
     return {
@@ -105,13 +105,14 @@ def _safe_members(tar, dest):
         target = os.path.realpath(os.path.join(dest, member.name))
         inside = target == base or target.startswith(base + os.sep)
         if not (member.isfile() or member.isdir()) or not inside:
-            raise BadModel("savedmodel tar has an unsafe member: %r" % member.name)
+            raise BadModel("model tar has an unsafe member: %r" % member.name)
         yield member
 
 
-def unpack_savedmodel(path):
-    """Folder of a SavedModel tar blob: unpacked once to '<path>.d' (temp folder + rename, so a
-    half-unpacked folder is never used). A tar holding one top folder resolves into it."""
+def unpack_tar_blob(path):
+    """Folder of a tar blob (a SavedModel, an OpenVINO IR): unpacked once to '<path>.d' (temp
+    folder + rename, so a half-unpacked folder is never used). A tar holding one top folder
+    resolves into it."""
     dest = path + ".d"
     if not os.path.isdir(dest):
         tmp = tempfile.mkdtemp(prefix=os.path.basename(dest) + ".", dir=os.path.dirname(dest))
@@ -126,7 +127,7 @@ def unpack_savedmodel(path):
         except (tarfile.TarError, OSError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if not os.path.isdir(dest):  # another worker may have won the rename race
-                raise BadModel("cannot unpack savedmodel blob %s: %s" % (path, exc))
+                raise BadModel("cannot unpack model tar blob %s: %s" % (path, exc))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -136,6 +137,13 @@ def unpack_savedmodel(path):
     if len(entries) == 1 and os.path.isdir(os.path.join(dest, entries[0])):
         return os.path.join(dest, entries[0])
     return dest
+
+
+def user_backend_files(job_path, job):
+    """{name: local path} of the user backend files a job ships (paths relative to the workdir)."""
+    root = fsutil.workdir_for_job(job_path)
+    return dict((name, os.path.join(root, entry["path"]))
+                for name, entry in (job.get("backends") or {}).items())
 
 
 def resolve_model_path(job_path, case):
@@ -148,7 +156,10 @@ def resolve_model_path(job_path, case):
     if not os.path.exists(path):
         raise BadModel("model file not found: %s" % path)
     if model.get("format") == "savedmodel" and os.path.isfile(path):
-        return unpack_savedmodel(path)
+        return unpack_tar_blob(path)
+    if model.get("format") == "openvino" and os.path.isfile(path):
+        # artifacts.pack_openvino_ir names the pair model.xml + model.bin inside the tar
+        return os.path.join(unpack_tar_blob(path), "model.xml")
     return path
 
 
@@ -181,14 +192,26 @@ def _jsonable(value):
     return str(value)
 
 
-def _measure(job_path, case, doc, out_dir=None):
+def _backend(job_path, job, case):
+    """The case's backend instance (a user backend's options are checked here, once its file is
+    read; built-in ones were checked with the job)."""
+    name = case["runtime"]["backend"]
+    cls = get_backend_class(name, user_backend_files(job_path, job))
+    if cls.spec is not None and cls.spec.path is not None:
+        problems = cls.spec.check_options(case["runtime"]["options"], "runtime.options")
+        if problems:
+            raise ValueError("; ".join(problems))
+    return cls(case, resolve_model_path(job_path, case))
+
+
+def _measure(job_path, job, case, doc, out_dir=None):
     """Fill `doc` for an ok case: affinity, backend, harness, validity. Exceptions propagate."""
     runtime = case.get("runtime") or {}
     env = doc["environment"]
     env["affinity"] = harness.apply_affinity(runtime.get("affinity"))
     env["readiness"] = readiness()
-    cls = get_backend_class(runtime.get("backend"))
-    backend = cls(case, resolve_model_path(job_path, case))
+    backend = _backend(job_path, job, case)
+    doc["runtime"]["options"] = _jsonable(backend.options)  # with the defaults it ran with
     backend.workdir = fsutil.workdir_for_job(job_path)  # device-side build caches: WORKDIR/cache
     try:
         measured = harness.run_measurement(backend, case["settings"])
@@ -240,9 +263,11 @@ def run_case(job_path, case_id, out_dir):
     doc = base_result(job, case, "ok")
     doc["cooldown"] = _cooldown_record()
     try:
-        _measure(job_path, case, doc, out_dir)
+        _measure(job_path, job, case, doc, out_dir)
     except BackendUnavailable as exc:
         doc.update(status="skipped", reason=exc.reason, hint=exc.hint, timing=None, validity=None)
+    except userfile.BadBackendFile as exc:
+        doc.update(status="failed", substatus="error", reason=str(exc), timing=None, validity=None)
     except BadModel as exc:
         doc.update(status="failed", substatus="bad_model", reason=str(exc) or "bad model",
                    timing=None, validity=None)

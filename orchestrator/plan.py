@@ -9,24 +9,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
-from agent.backends import planned_backends
+from agent.backends import catalog
 from orchestrator.errors import ConfigError
 
-# Backend -> the accelerator a device must declare in its inventory file.
-NEEDS_ACCELERATOR = {"edgetpu": "edgetpu", "tf-trt": "gpu-nvidia", "tensorrt": "gpu-nvidia"}
-# Backend -> (probe runtime modules, any one is enough; reason; hint).
-RUNTIME_MODULES = {
-    "tflite": (("ai_edge_litert", "tflite_runtime", "tensorflow"),
-               "no TFLite runtime installed (ai_edge_litert, tflite_runtime or tensorflow)",
-               "pip install ai-edge-litert (tflite-runtime on Python < 3.9)"),
-    "tensorflow": (("tensorflow",), "tensorflow not installed", "pip install tensorflow"),
-    "tf-trt": (("tensorflow",), "tensorflow not installed", "pip install tensorflow (a build with TensorRT)"),
-    "onnxruntime": (("onnxruntime",), "onnxruntime not installed",
-                    "pip install onnxruntime (onnxruntime-gpu for CUDA)"),
-    "tensorrt": (("tensorrt",), "tensorrt not installed",
-                 "pip install tensorrt (on a Jetson: sudo apt-get install python3-libnvinfer)"),
-}
-JETSON_TF_HINT = "install NVIDIA's TensorFlow wheel for your JetPack (developer.nvidia.com/embedded)"
+LABEL_PAD = 40   # SKIP reasons line up after labels up to this long; longer ones do not widen all
 
 
 @dataclass(frozen=True)
@@ -48,11 +34,6 @@ class PlannedCase:
     @property
     def skipped(self):
         return self.skip_reason is not None
-
-    def skip_message(self, device):
-        """'<device>: <backend> skipped: <reason>; <hint>', as the CLI prints it."""
-        text = "%s: %s skipped: %s" % (device, self.runtime["backend"], self.skip_reason)
-        return text + ("; %s" % self.skip_hint if self.skip_hint else "")
 
 
 @dataclass
@@ -78,9 +59,6 @@ class Plan:
 
     def device(self, name):
         return next(d for d in self.devices if d.device.name == name)
-
-    def skip_messages(self):
-        return [c.skip_message(d.device.name) for d in self.devices for c in d.skipped]
 
     def estimate_s(self, dplan):
         """Least wall time of one device: warm-up and measurement minimums plus cool-downs."""
@@ -111,6 +89,22 @@ class Plan:
                                                  _duration(longest))]
         return "\n".join(lines)
 
+    def to_json(self):
+        """The plan as plain data (`benchfleet plan --json`)."""
+        return {"suite": self.suite.name, "source": self.suite.source,
+                "cooldown": self.suite.cooldown.model_dump(), "notes": list(self.notes),
+                "devices": [{"name": d.device.name, "transport": d.device.transport,
+                             "inventory": d.device.source, "probed": d.probed,
+                             "estimate_s": self.estimate_s(d),
+                             "cases": [_case_json(c) for c in d.cases]} for d in self.devices]}
+
+
+def _case_json(case):
+    return {"case_id": case.case_id, "label": case.label, "run": not case.skipped,
+            "model": case.model_name, "variant": case.variant, "format": case.format,
+            "runtime": case.runtime, "settings": case.settings,
+            "skip_reason": case.skip_reason, "skip_hint": case.skip_hint}
+
 
 def _device_lines(the_plan, dplan):
     dev = dplan.device
@@ -122,8 +116,8 @@ def _device_lines(the_plan, dplan):
         lines.append("  (no matrix entry applies to this device)")
     elif not dplan.probed:
         lines.append("  (not probed: runtimes and accelerators unchecked; `benchfleet devices probe "
-                     "%s` lets the plan skip what the device lacks)" % dev.name)
-    width = max([len(c.label) for c in dplan.cases] or [0])
+                     "%s%s` lets the plan skip what the device lacks)" % (dev.name, dev.cli_flag))
+    width = min(LABEL_PAD, max([len(c.label) for c in dplan.cases] or [0]))
     for c in dplan.cases:
         if c.skipped:
             why = c.skip_reason + ("; " + c.skip_hint if c.skip_hint else "")
@@ -189,7 +183,7 @@ def plan(suite, inventory, devices=None, probes=None):
     result = Plan(suite, [])
     for device in selected:
         probe = (probes or {}).get(device.name)
-        result.devices.append(_device_plan(specs, targets, device, probe, result.notes))
+        result.devices.append(_device_plan(suite, specs, targets, device, probe, result.notes))
     result.notes += _unused_entries(suite, targets, selected)
     return result
 
@@ -217,12 +211,12 @@ def _entry_targets(suite, inventory, problems):
     return targets
 
 
-def _device_plan(specs, targets, device, probe, notes):
+def _device_plan(suite, specs, targets, device, probe, notes):
     dplan, seen = DevicePlan(device, probed=probe is not None), {}
     for spec in specs:
         if spec.entry in targets and device.name not in targets[spec.entry]:
             continue
-        case = _planned_case(spec, device, probe)
+        case = _planned_case(spec, suite.backend(spec.backend), device, probe)
         if case.case_id in seen:
             # The same case reached through two entries runs once: a job needs unique ids.
             notes.append("%s: %s from matrix[%d] is the same case as matrix[%d]; planned once"
@@ -233,11 +227,11 @@ def _device_plan(specs, targets, device, probe, notes):
     return dplan
 
 
-def _planned_case(spec, device, probe):
+def _planned_case(spec, backend, device, probe):
     runtime = {"backend": spec.backend, "threads": spec.threads,
                "affinity": list(spec.affinity) if spec.affinity is not None else None,
                "precision": spec.precision, "options": dict(spec.options)}
-    skip = _skip(spec, runtime, device, probe) or (None, None)
+    skip = _skip(backend, runtime, device, probe) or (None, None)
     return PlannedCase(
         case_id=case_id(spec.model.name, spec.variant, runtime, spec.settings),
         label=label(spec), entry=spec.entry, model_name=spec.model.name, variant=spec.variant,
@@ -246,17 +240,22 @@ def _planned_case(spec, device, probe):
         skip_reason=skip[0], skip_hint=skip[1])
 
 
-def _skip(spec, runtime, device, probe):
-    """(reason, hint) when the device cannot run the case, else None. Cheapest facts first."""
-    backend = spec.backend
-    need = NEEDS_ACCELERATOR.get(backend)
+def backend_skip(backend, device, probe, affinity=None):
+    """(reason, hint) when `device` (with its cached `probe`, or None) cannot run `backend`
+    (a catalog.BackendSpec), else None. Also what `devices add` reports per backend."""
+    return _skip(backend, {"affinity": affinity}, device, probe)
+
+
+def _skip(backend, runtime, device, probe):
+    """(reason, hint) when the device cannot run the case, else None. Cheapest facts first;
+    every rule comes from the backend's catalog entry (agent/backends/catalog.py)."""
+    need = backend.accelerator
     if need and need not in device.accelerators:
         declared = ", ".join(device.accelerators) or "none"
-        return ("%s needs a %s accelerator; the inventory declares %s" % (backend, need, declared),
+        return ("%s needs a %s accelerator; the inventory declares %s" % (backend.name, need,
+                                                                           declared),
                 "add %s to accelerators in %s if the device has one"
                 % (need, device.source or "its inventory file"))
-    if backend in planned_backends():
-        return "%s backend is not available in this agent version" % backend, "planned (issue 3)"
     if probe is None:
         return None
     return _probe_skip(backend, runtime, device, probe)
@@ -264,43 +263,24 @@ def _skip(spec, runtime, device, probe):
 
 def _probe_skip(backend, runtime, device, probe):
     runtimes = probe.get("runtimes")
-    if backend in RUNTIME_MODULES and isinstance(runtimes, dict):
-        modules, reason, hint = RUNTIME_MODULES[backend]
-        if not any((runtimes.get(m) or {}).get("available") for m in modules):
-            if backend in ("tensorflow", "tf-trt") and "jetson" in device.accelerators:
-                hint = JETSON_TF_HINT
-            return reason, hint
-    found = _hardware_skip(backend, probe, runtimes if isinstance(runtimes, dict) else {})
-    if found:
-        return found
+    known = [m for m in backend.modules if m in catalog.MODULE]
+    if known and isinstance(runtimes, dict) and \
+            not any((runtimes.get(m) or {}).get("available") for m in known):
+        module = catalog.MODULE[known[0]]
+        hint = backend.hint
+        if "jetson" in device.accelerators and module.jetson_hint:
+            hint = module.jetson_hint
+        return backend.reason, hint
+    for rule in backend.rules:
+        found = rule(probe)
+        if found:
+            return found
     cores = _probe_cores(probe)
     affinity = runtime["affinity"]
     if cores and affinity and max(affinity) >= cores:
         return ("affinity core %d is beyond the device's %d cores (0-%d)"
                 % (max(affinity), cores, cores - 1),
                 "pin to cores 0-%d in the suite's affinity" % (cores - 1))
-    return None
-
-
-def _hardware_skip(backend, probe, runtimes):
-    """(reason, hint) when the probe shows the accelerator or its library is absent."""
-    if backend == "tf-trt":
-        trt = (runtimes.get("tensorflow") or {}).get("tensorrt") or {}
-        if trt and not trt.get("usable"):
-            return ("tensorflow cannot use TensorRT: %s" % (trt.get("reason") or "unknown"),
-                    "install a TensorFlow build with TensorRT (NVIDIA container or JetPack wheel)")
-    if backend in ("tf-trt", "tensorrt"):
-        gpu = probe.get("gpu") or {}
-        if not gpu.get("gpus") and not probe.get("jetson"):
-            return ("no NVIDIA GPU found: %s" % (gpu.get("reason") or "none listed"),
-                    "check the driver: nvidia-smi")
-    if backend == "edgetpu":
-        coral = probe.get("coral") or {}
-        if coral and not coral.get("libedgetpu"):
-            return "libedgetpu.so.1 not found", "sudo apt-get install libedgetpu1-std"
-        if coral and not coral.get("present"):
-            return ("no Edge TPU found (no Coral USB id, no /dev/apex_*)",
-                    "plug in the Coral USB Accelerator (USB 3 port); check lsusb")
     return None
 
 

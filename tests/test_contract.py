@@ -91,6 +91,13 @@ def test_fresh_agent_outputs_pass_both_checks(tmp_path):
     run_dir.mkdir(parents=True)
     (tmp_path / "garbage.tflite").write_text("not a model")   # -> failed (bad_model)
     (tmp_path / "model.onnx").write_text("not read")          # tensorrt absent here -> skipped
+    # A failed result that needs no framework: the garbage .tflite above fails only where a
+    # TFLite runtime is installed (elsewhere it is skipped, which is also a valid document).
+    crash = json.loads(json.dumps(next(c for c in job["cases"]
+                                       if c["runtime"]["backend"] == "synthetic")))
+    crash.update(case_id="c-badmodel00", label="synthetic bad model")
+    crash["runtime"]["options"] = {"test_raise": "bad_model"}
+    job["cases"].append(crash)
     (run_dir / "job.json").write_text(json.dumps(job))
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "agent", "run", str(run_dir / "job.json"),

@@ -48,17 +48,18 @@ def by_label(dplan):
 
 
 def test_movenet_plan_over_example_inventory_without_probes():
-    the_plan = plan(load_suite(REPO / "suites" / "movenet.yaml"), load_inventory([REPO / "inventory"]))
+    the_plan = plan(load_suite(REPO / "suites" / "movenet.yaml"),
+                    load_inventory([REPO / "inventory", REPO / "inventory" / "examples"]))
     text = the_plan.to_text()
     gpu = by_label(the_plan.device("gtx1660-host"))
     assert {"thunder/savedmodel tensorflow", "thunder/savedmodel tf-trt",
             "thunder/savedmodel tf-trt aff1", "thunder/savedmodel tf-trt fp16"} <= set(gpu)
     assert not any(c.skipped for c in gpu.values())
     pi = by_label(the_plan.device("rpi4-coral"))
-    assert pi["thunder/savedmodel tf-trt"].skip_message("rpi4-coral").startswith(
-        "rpi4-coral: tf-trt skipped: tf-trt needs a gpu-nvidia accelerator")
+    assert pi["thunder/savedmodel tf-trt"].skip_reason.startswith(
+        "tf-trt needs a gpu-nvidia accelerator")
     assert "(not probed: runtimes and accelerators unchecked; `benchfleet devices probe " \
-           "rpi4-coral`" in text
+           "rpi4-coral -i %s`" % (REPO / "inventory" / "examples") in text
     assert the_plan.device("localhost").cases == []
     assert "  (no matrix entry applies to this device)" in text
 
@@ -68,7 +69,7 @@ def test_quickstart_plans_on_localhost():
                     load_inventory([REPO / "inventory"]), devices=["localhost"])
     [dplan] = the_plan.devices
     assert len(dplan.runnable) == 6
-    assert the_plan.estimate_s(dplan) == 6 * 2.5 + 5 * 2
+    assert the_plan.estimate_s(dplan) == pytest.approx(6 * 1.3 + 5 * 1)
 
 
 def test_case_id_same_across_devices_and_sensitive_to_settings(setup):
@@ -94,9 +95,9 @@ def test_missing_accelerator_is_a_skip_with_hint(setup):
     suite, inv = setup
     cpu = by_label(plan(suite, inv).device("cpu-box"))
     trt = cpu["lightning/savedmodel tf-trt"]
-    assert trt.skip_message("cpu-box") == (
-        "cpu-box: tf-trt skipped: tf-trt needs a gpu-nvidia accelerator; the inventory declares "
-        "cpu; add gpu-nvidia to accelerators in %s if the device has one" % inv["cpu-box"].source)
+    assert (trt.skip_reason, trt.skip_hint) == (
+        "tf-trt needs a gpu-nvidia accelerator; the inventory declares cpu",
+        "add gpu-nvidia to accelerators in %s if the device has one" % inv["cpu-box"].source)
     gpu = by_label(plan(suite, inv).device("gpu-box"))
     assert not gpu["lightning/savedmodel tf-trt"].skipped   # declared: the probe decides
 
@@ -105,8 +106,9 @@ def test_probe_missing_runtime_and_cores(setup):
     suite, inv = setup
     dplan = plan(suite, inv, devices=["cpu-box"], probes={"cpu-box": PROBE_NO_TF}).devices[0]
     cases = by_label(dplan)
-    assert cases["lightning/savedmodel tensorflow"].skip_message("cpu-box") == \
-        "cpu-box: tensorflow skipped: tensorflow not installed; pip install tensorflow"
+    tf = cases["lightning/savedmodel tensorflow"]
+    assert (tf.skip_reason, tf.skip_hint) == ("tensorflow not installed",
+                                              "pip install tensorflow (or tensorflow-cpu)")
     assert not cases["lightning/tflite-fp32 tflite t1"].skipped  # tflite_runtime is enough
     pinned = cases["lightning/tflite-fp32 tflite t1 aff3"]
     assert (pinned.skip_reason, pinned.skip_hint) == (

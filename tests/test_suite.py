@@ -34,7 +34,7 @@ def problems_of(path):
 def test_example_suites_load_cleanly():
     quick = load_suite(REPO / "suites" / "quickstart.yaml")
     assert len(quick.expand()) == 6
-    assert quick.cooldown.seconds == 2.0
+    assert quick.cooldown.seconds == 1.0
     movenet = load_suite(REPO / "suites" / "movenet.yaml")
     assert movenet.settings_for(movenet.matrix[0])["runs"] == 2000
     assert movenet.cooldown.model_dump() == {"mode": "fixed", "seconds": 120.0, "delta_c": 3.0,
@@ -64,8 +64,8 @@ def test_settings_override_knows_every_default_setting():
     assert set(SettingsOverride.model_fields) == set(DEFAULT_SETTINGS)
 
 
-def test_builtin_names_match_modelzoo():
-    modelzoo = pytest.importorskip("orchestrator.models.zoo")
+def test_builtin_names_match_the_model_zoo():
+    zoo = pytest.importorskip("orchestrator.models.zoo")
     assert sorted(BUILTIN_MODELS) == zoo.list_builtins()
     assert tuple(BUILTIN_VARIANTS) == zoo.VARIANTS
 
@@ -83,10 +83,11 @@ def test_type_errors_all_at_once_with_dotted_paths(tmp_path):
 
 
 def test_unknown_backend_lists_allowed_names(tmp_path):
-    path = write(tmp_path, HEAD + "matrix:\n  - runtime: [tflite, openvino]\n")
+    path = write(tmp_path, HEAD + "matrix:\n  - runtime: [tflite, openvno]\n")
     assert problems_of(path) == [
-        "%s: matrix[0].runtime[1]: Input should be 'synthetic', 'tflite', 'edgetpu', 'tensorflow',"
-        " 'tf-trt', 'onnxruntime' or 'tensorrt'" % path]
+        "%s: matrix[0].runtime[1]: unknown backend 'openvno'; backends: synthetic, tflite, litert, "
+        "edgetpu, tensorflow, tf-trt, tensorrt, onnxruntime, openvino (or a backend_file of your "
+        "own)" % path]
 
 
 def test_model_needs_exactly_one_source(tmp_path):
@@ -151,7 +152,7 @@ def test_precision_that_no_variant_has_is_an_error(tmp_path):
     assert problems_of(path) == [
         "%s: matrix[0].precision: no selected variant runs at fp16 with tflite (lightning/"
         "tflite-fp32 is fp32, lightning/tflite-int8 is int8); the variant sets the precision "
-        "except for tf-trt, tensorrt" % path]
+        "except for tf-trt, tensorrt, openvino" % path]
 
 
 def test_precision_defaults_from_variant_and_filters(tmp_path):
@@ -209,3 +210,64 @@ def test_representative_folder_is_resolved_against_the_suite_and_checked(tmp_pat
         load_suite(bad)
     assert err.value.problems == ["%s: models[0].representative: not a folder: %s (expected .npy "
                                   "samples)" % (bad, tmp_path / "nope")]
+
+
+# -- runtime options: declared per backend in agent/backends/catalog.py, checked at load --------
+
+def options_suite(tmp_path, options_yaml, runtime="tflite"):
+    return write(tmp_path, HEAD + "matrix:\n  - runtime: %s\n    models: [lightning]\n"
+                 "    options: %s\n" % (runtime, options_yaml))
+
+
+@pytest.mark.parametrize("given,message", [
+    # YAML 1.1 would read `no` as false; the strict loader keeps it a string, and a string is not
+    # a boolean: published numbers must come from the configuration the suite says.
+    ("{xnnpack: no}", "matrix[0].options.xnnpack: expected true or false, got the string 'no' "
+                      "(write true or false, unquoted)"),
+    ("{xnnpack: 'false'}", "matrix[0].options.xnnpack: expected true or false, got the string "
+                           "'false' (write true or false, unquoted)"),
+    ("{xnnpak: false}", "matrix[0].options.xnnpak: unknown option for tflite (did you mean "
+                        "xnnpack?); its options: xnnpack, delegate, delegate_options, "
+                        "require_full_delegation"),
+    ("{delegate_options: [a]}", "matrix[0].options.delegate_options: expected a mapping, got "
+                                "list ['a']"),
+])
+def test_a_bad_runtime_option_names_the_file_and_field(tmp_path, given, message):
+    path = options_suite(tmp_path, given)
+    assert problems_of(path) == ["%s: %s" % (path, message)]
+
+
+def test_option_choices_and_minimums_come_from_the_catalog(tmp_path):
+    path = options_suite(tmp_path, "{graph_optimization_level: most}", runtime="onnxruntime")
+    path.write_text(path.read_text().replace("models: [lightning]", "models: [lightning]\n"
+                                             "    variants: [onnx]"))
+    assert problems_of(path) == [
+        "%s: matrix[0].options.graph_optimization_level: must be one of disable, basic, "
+        "extended, all, got 'most'" % path]
+    path = options_suite(tmp_path, "{minimum_segment_size: 0}", runtime="tf-trt")
+    assert problems_of(path) == [
+        "%s: matrix[0].options.minimum_segment_size: must be at least 1, got 0" % path]
+
+
+def test_an_option_shared_by_runtimes_of_one_entry_must_fit_each(tmp_path):
+    path = options_suite(tmp_path, "{xnnpack: false}", runtime="[tflite, litert]")
+    assert problems_of(path) == [
+        "%s: matrix[0].options.xnnpack: unknown option for litert; its options: accelerator, "
+        "cpu_fallback, dispatch_library, compiler_plugin, require_full_delegation (runtime "
+        "litert)" % path]
+
+
+def test_valid_options_reach_the_case_unchanged(tmp_path):
+    suite = load_suite(options_suite(tmp_path, "{xnnpack: false}"))
+    assert {c.options["xnnpack"] for c in suite.expand()} == {False}
+
+
+def test_formats_and_converting_precisions_derive_from_the_catalog(tmp_path):
+    entry = "matrix:\n  - runtime: openvino\n    models: [lightning]\n    variants: [onnx]\n"
+    suite = load_suite(write(tmp_path, HEAD + entry + "    precision: [fp16, int8]\n"))
+    # openvino builds at fp32 or fp16 from any model; int8 is not one of its precisions
+    assert [(c.backend, c.variant, c.precision) for c in suite.expand()] == [
+        ("openvino", "onnx", "fp16")]
+    path = write(tmp_path, HEAD + entry + "    precision: [int8]\n", name="bad.yaml")
+    assert problems_of(path) == [
+        "%s: matrix[0].precision: openvino builds at fp32, fp16, not int8" % path]

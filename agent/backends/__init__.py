@@ -1,47 +1,31 @@
 """Backend registry: a backend name -> its class, imported only when a case asks for it.
 
 Lazy by module path so `probe` and the synthetic backend never pay for importing a framework,
-and a framework missing on a device fails only the cases that need it (as SKIPPED).
+and a framework missing on a device fails only the cases that need it (as SKIPPED). What each
+backend is lives in catalog.py; a user's own backend comes from the file its job names.
 """
 
 import importlib
 
-from agent.backends.base import BackendUnavailable
-
-# name -> (module, class). Names absent here but in schema.BACKENDS are planned, not built.
-_REGISTRY = {
-    "synthetic": ("agent.backends.synthetic", "SyntheticBackend"),
-    "tflite": ("agent.backends.tflite", "TFLiteBackend"),
-    "tensorflow": ("agent.backends.tensorflow", "TensorFlowBackend"),
-    "tf-trt": ("agent.backends.tftrt", "TFTRTBackend"),
-    "tensorrt": ("agent.backends.tensorrt_backend", "TensorRTBackend"),
-    "edgetpu": ("agent.backends.edgetpu", "EdgeTPUBackend"),
-    "onnxruntime": ("agent.backends.onnxrt", "OnnxRuntimeBackend"),
-}
-_PLANNED = ()
+from agent.backends import catalog
 
 
-def planned_backends():
-    """Backend names the schema knows but this agent version does not implement (plan skips them)."""
-    return _PLANNED
+def get_backend_class(name, user_files=None):
+    """The Backend subclass for `name` (a user backend's class carries its entry as `cls.spec`).
 
-
-def allowed_names():
-    return tuple(sorted(_REGISTRY)) + _PLANNED
-
-
-def get_backend_class(name):
-    """The Backend subclass for `name`.
-
+    user_files: {name: path of a user backend file on this device} from the job.
     Raises:
-      BackendUnavailable: a known backend this agent version does not implement yet.
-      ValueError: an unknown name (the message lists the allowed ones).
+      ValueError: an unknown name (the message lists the known ones).
+      userfile.BadBackendFile: a user backend file that cannot be loaded.
     """
-    if name in _PLANNED:
-        raise BackendUnavailable("%s backend is not in this agent version" % name,
-                                 hint="planned; see issue 3")
-    if name not in _REGISTRY:
-        raise ValueError("unknown backend %r; allowed: %s" % (name, ", ".join(allowed_names())))
-    module_name, class_name = _REGISTRY[name]
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)
+    if name in catalog.BY_NAME:
+        spec = catalog.BY_NAME[name]
+        return getattr(importlib.import_module(spec.module), spec.cls)
+    if name in (user_files or {}):
+        from agent.backends import userfile
+        spec = userfile.read_spec(user_files[name])
+        cls = userfile.load_class(spec, user_files[name])
+        cls.spec = spec
+        return cls
+    known = catalog.names() + tuple(sorted(user_files or {}))
+    raise ValueError("unknown backend %r; allowed: %s" % (name, ", ".join(known)))

@@ -32,16 +32,24 @@ class BadModel(Exception):
 
 
 class Backend(object):
-    """Base class. Subclasses set `name` and implement load/make_inputs/invoke."""
+    """Base class. Subclasses set `name` and implement load/make_inputs/invoke.
+
+    self.options holds the case's runtime options over the defaults of the backend's catalog
+    entry (agent/backends/catalog.py), so a backend never repeats a default.
+    """
 
     name = None
+    spec = None   # the catalog entry; built-ins find theirs by name
 
     def __init__(self, case, model_path):
         """case: the job case dict (model, runtime, settings); model_path: local file/folder or None."""
+        from agent.backends import catalog
         self.case = case
         self.model_path = model_path
         self.runtime = case.get("runtime", {})
-        self.options = self.runtime.get("options") or {}
+        spec = type(self).spec or catalog.BY_NAME.get(self.name)
+        given = self.runtime.get("options") or {}
+        self.options = spec.resolve_options(given) if spec is not None else dict(given)
 
     def load(self):
         """Load the model / create the session. Timed by the harness as load_s."""

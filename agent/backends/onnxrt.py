@@ -11,7 +11,6 @@ import tempfile
 
 from agent.backends.base import Backend, BadModel, require_module
 
-DEFAULT_PROVIDERS = ["CPUExecutionProvider"]
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 PROFILE_RUNS = 10  # inferences in the profiled session: enough for a trace, small on disk
@@ -39,9 +38,9 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, case, model_path):
         Backend.__init__(self, case, model_path)
         self.threads = self.runtime.get("threads")
-        self.providers = list(self.options.get("providers") or DEFAULT_PROVIDERS)
-        self.opt_level = self.options.get("graph_optimization_level", "all")
-        self.profile = bool(self.options.get("profile", False))
+        self.providers = list(self.options["providers"])
+        self.opt_level = self.options["graph_optimization_level"]
+        self.profile = self.options["profile"]
         self.session = None
         self.artifacts = {}
         self._ort = None

@@ -19,7 +19,6 @@ TRT_HINT = ("on Jetson: comes with JetPack (apt install python3-libnvinfer); "
             "on x86: pip install tensorrt")
 CUDA_HINT = "pip install cuda-python (on Jetson with JetPack 4: pip3 install pycuda)"
 GPU_HINT = "check the NVIDIA driver with `nvidia-smi` (on Jetson: the JetPack install)"
-DEFAULT_WORKSPACE = 1 << 30
 TIMED = "h2d+execute+d2h"
 
 
@@ -318,8 +317,8 @@ class TensorRTBackend(Backend):
     def __init__(self, case, model_path):
         Backend.__init__(self, case, model_path)
         self.precision = str(self.runtime.get("precision") or "fp32").lower()
-        self.workspace = int(self.options.get("max_workspace_size_bytes", DEFAULT_WORKSPACE))
-        settings = dict(schema.DEFAULT_SETTINGS, **(case.get("settings") or {}))
+        self.workspace = int(self.options["max_workspace_size_bytes"])
+        settings = case["settings"]
         self.input_seed, self.input_pool = int(settings["input_seed"]), int(settings["input_pool"])
         self.trt = self.cuda = None
         self.gpu_name = self.key = self.cache_hit = self.engine_path = None

@@ -82,8 +82,8 @@ class TFLiteBackend(Backend):
     def __init__(self, case, model_path):
         Backend.__init__(self, case, model_path)
         self.threads = self.runtime.get("threads")
-        self.xnnpack = bool(self.options.get("xnnpack", True))
-        self.require_full = bool(self.options.get("require_full_delegation", False))
+        self.xnnpack = self.options["xnnpack"]
+        self.require_full = self.options["require_full_delegation"]
         self.interpreter = None
         self.model_info = None
         self._runtime = None

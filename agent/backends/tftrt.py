@@ -6,7 +6,6 @@ GPU and converter options.
 
 import os
 
-from agent import schema
 from agent.backends import devcache
 from agent.backends.base import BackendUnavailable, BadModel
 from agent.backends.tensorflow import TensorFlowBackend, _built_with_tensorrt, import_tensorflow
@@ -16,8 +15,6 @@ HINT = ("install a TensorFlow build with TensorRT (NVIDIA NGC TensorFlow contain
 NO_GPU_HINT = ("run on a host with an NVIDIA GPU and its driver; check `nvidia-smi` and that "
                "TensorFlow sees it: python3 -c \"import tensorflow as tf; "
                "print(tf.config.list_physical_devices('GPU'))\"")
-# runtime.options keys passed to TrtGraphConverterV2 (and into the cache key); others are ignored.
-CONVERTER_OPTIONS = ("max_workspace_size_bytes", "minimum_segment_size", "maximum_cached_engines")
 _PRECISION_MODES = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
 
@@ -113,9 +110,9 @@ class TFTRTBackend(TensorFlowBackend):
         TensorFlowBackend.__init__(self, case, model_path)
         self.source_path = model_path
         self.precision = str(self.runtime.get("precision") or "fp32").lower()
-        self.converter_options = dict((k, self.options[k]) for k in CONVERTER_OPTIONS
-                                      if k in self.options)
-        settings = dict(schema.DEFAULT_SETTINGS, **(case.get("settings") or {}))
+        # Every tf-trt option (catalog.py) is a TrtGraphConverterV2 parameter, and in the cache key.
+        self.converter_options = dict(self.options)
+        settings = case["settings"]
         self.input_seed, self.input_pool = int(settings["input_seed"]), int(settings["input_pool"])
         self.trt_versions = None
         self.gpu_name = None

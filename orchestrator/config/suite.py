@@ -5,17 +5,19 @@ Loading checks types (pydantic, strict) and then the cross references a schema c
 """
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
-from pydantic import model_validator
+from pydantic import create_model, model_validator
 
-from agent.schema import BACKENDS, COOLDOWN_MODES, DEFAULT_SETTINGS, PRECISIONS
+from agent.backends import catalog, userfile
+from agent.schema import (COOLDOWN_MODES, DEFAULT_COOLDOWN, DEFAULT_SETTINGS, PRECISIONS,
+                          SETTING_MINIMUMS)
 from orchestrator.errors import ConfigError
 from orchestrator.models.variants import VARIANT_FORMATS
 from orchestrator.config.inventory import NAME_PATTERN, Name
+from orchestrator.config.matrix import expand_entry
 from orchestrator.config.yamlio import format_validation_error, load_yaml
 
 # Mirrors orchestrator/zoo.py (not imported: planning must not pay for a model-builder import).
@@ -27,12 +29,6 @@ BUILTIN_VARIANTS = VARIANT_FORMATS
 DEFAULT_BUILTIN_VARIANTS = ("savedmodel", "tflite-fp32", "tflite-int8")
 FILE_VARIANT = "file"            # the one variant of a user `path:` model: the file as given
 SYNTHETIC_VARIANT = "synthetic"  # the one variant of a `synthetic_ms:` model
-BACKEND_FORMAT = {
-    "synthetic": "synthetic", "tflite": "tflite", "edgetpu": "tflite", "tensorflow": "savedmodel",
-    "tf-trt": "savedmodel", "onnxruntime": "onnx", "tensorrt": "onnx",
-}
-# These build an engine from the model, so the precision is a build choice, not the variant's.
-CONVERTING_BACKENDS = ("tf-trt", "tensorrt")
 
 Selector = Annotated[str, Field(pattern=r"^(tag:)?" + NAME_PATTERN[1:])]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -50,30 +46,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-class SettingsOverride(_Strict):
-    """Overrides of agent.schema.DEFAULT_SETTINGS (METHOD.md); unset fields keep the default."""
-
-    warmup_runs: Optional[NonNegInt] = None
-    warmup_min_s: Optional[NonNegFloat] = None
-    runs: Optional[PosInt] = None
-    min_duration_s: Optional[NonNegFloat] = None
-    max_duration_s: Optional[PosFloat] = None
-    input_seed: Optional[NonNegInt] = None
-    input_pool: Optional[PosInt] = None
-    cv_max: Optional[PosFloat] = None
-    case_timeout_s: Optional[PosFloat] = None
-
+class _Settings(_Strict):
     def values(self):
         return self.model_dump(exclude_none=True)
 
 
-class Cooldown(_Strict):
-    """Between cases: none, fixed `seconds` (METHOD: 120 s), or thermal (back within delta_c)."""
+def _setting_field(name):
+    """An optional pydantic field of DEFAULT_SETTINGS[name]'s type and SETTING_MINIMUMS bound."""
+    low, inclusive = SETTING_MINIMUMS[name]
+    kind = type(DEFAULT_SETTINGS[name])
+    bound = Field(ge=low) if inclusive else Field(gt=low)
+    return (Optional[Annotated[kind, bound]], None)
 
-    mode: Literal[COOLDOWN_MODES] = "fixed"
-    seconds: NonNegFloat = 120.0
-    delta_c: PosFloat = 3.0
-    max_wait_s: PosFloat = 600.0
+
+# Overrides of agent.schema.DEFAULT_SETTINGS (docs/METHOD.md); unset fields keep the default. Derived
+# from the schema, so a setting added there is accepted here with its type and bound.
+SettingsOverride = create_model(
+    "SettingsOverride", __base__=_Settings,
+    **{name: _setting_field(name) for name in DEFAULT_SETTINGS})
+
+
+class Cooldown(_Strict):
+    """Between cases: none, fixed `seconds`, or thermal (back within delta_c); the defaults are
+    agent.schema.DEFAULT_COOLDOWN."""
+
+    mode: Literal[COOLDOWN_MODES] = DEFAULT_COOLDOWN["mode"]
+    seconds: NonNegFloat = DEFAULT_COOLDOWN["seconds"]
+    delta_c: PosFloat = DEFAULT_COOLDOWN["delta_c"]
+    max_wait_s: PosFloat = DEFAULT_COOLDOWN["max_wait_s"]
 
 
 class ModelSpec(_Strict):
@@ -138,7 +138,8 @@ class ModelSpec(_Strict):
 class MatrixEntry(_Strict):
     """One line of the sweep: runtimes x models x variants x threads x affinity x precision."""
 
-    runtime: Annotated[list[Literal[BACKENDS]], BeforeValidator(_as_list), Field(min_length=1)]
+    # Names are checked against the catalog and the suite's backend files once those are read.
+    runtime: Annotated[list[str], BeforeValidator(_as_list), Field(min_length=1)]
     models: Optional[list[str]] = None
     variants: Optional[list[str]] = None
     threads: Optional[list[Optional[PosInt]]] = None
@@ -149,26 +150,11 @@ class MatrixEntry(_Strict):
     devices: Optional[list[Selector]] = None
 
 
-@dataclass(frozen=True)
-class CaseSpec:
-    """One case before devices are considered; the planner adds case_id, label and skips."""
-
-    entry: int
-    model: ModelSpec
-    variant: str
-    format: str
-    backend: str
-    threads: Optional[int]
-    affinity: Optional[tuple]
-    precision: str
-    options: dict
-    settings: dict
-    overrides: dict   # the entry's own settings overrides (shown in labels)
-
-
 class Suite(_Strict):
     name: Name
     description: str = ""
+    # Backends of the user's own: Python files (relative to the suite) shipped with the agent.
+    backend_file: Annotated[Optional[list[str]], BeforeValidator(_as_list)] = None
     devices: Optional[list[Selector]] = None
     settings: SettingsOverride = SettingsOverride()
     cooldown: Cooldown = Cooldown()
@@ -176,10 +162,23 @@ class Suite(_Strict):
     matrix: Annotated[list[MatrixEntry], Field(min_length=1)]
 
     _source: str = PrivateAttr(default="")
+    _user_backends: dict = PrivateAttr(default_factory=dict)
 
     @property
     def source(self):
         return self._source
+
+    @property
+    def user_backends(self):
+        """{name: catalog.BackendSpec} of the suite's backend files (spec.path: the file)."""
+        return dict(self._user_backends)
+
+    def backend(self, name):
+        """The BackendSpec of a built-in or user backend; None for an unknown name."""
+        return catalog.BY_NAME.get(name) or self._user_backends.get(name)
+
+    def backend_names(self):
+        return catalog.names() + tuple(sorted(self._user_backends))
 
     def model(self, name):
         return next(m for m in self.models if m.name == name)
@@ -198,53 +197,6 @@ class Suite(_Strict):
         return cases
 
 
-def expand_entry(suite, i, entry):
-    """(cases, problems) for one matrix entry; a runtime that yields no case is a problem."""
-    models = [suite.model(n) for n in entry.models] if entry.models else suite.models
-    settings = suite.settings_for(entry)
-    cases, problems = [], []
-    for backend in entry.runtime:
-        pairs = [(m, v) for m in models for v in m.variant_names(entry.variants)
-                 if not entry.variants or v in entry.variants]
-        fitting = [(m, v) for m, v in pairs if m.variant_format(v) == BACKEND_FORMAT[backend]]
-        if not fitting:
-            problems.append(("matrix[%d]" % i, _no_fit(backend, pairs)))
-            continue
-        triples = [(m, v, p) for m, v in fitting for p in _precisions(entry, backend, m, v)]
-        if not triples:
-            problems.append(("matrix[%d].precision" % i, _no_precision(backend, entry, fitting)))
-        for m, v, p in triples:
-            for threads in entry.threads or [None]:
-                for aff in entry.affinity or [None]:
-                    cases.append(CaseSpec(
-                        i, m, v, m.variant_format(v), backend, threads,
-                        tuple(sorted(set(aff))) if aff is not None else None, p,
-                        dict(entry.options), settings, entry.settings.values()))
-    return cases, problems
-
-
-def _precisions(entry, backend, model, variant):
-    own = model.variant_precision(variant)
-    if not entry.precision:
-        return [own]
-    if backend in CONVERTING_BACKENDS or model.kind == "path":
-        return list(entry.precision)
-    return [p for p in entry.precision if p == own]
-
-
-def _no_fit(backend, pairs):
-    need = BACKEND_FORMAT[backend]
-    have = ", ".join("%s/%s (%s)" % (m.name, v, m.variant_format(v)) for m, v in pairs) or "none"
-    return "no model compatible with runtime %s: it needs format %s; selected: %s" % (
-        backend, need, have)
-
-
-def _no_precision(backend, entry, fitting):
-    have = ", ".join("%s/%s is %s" % (m.name, v, m.variant_precision(v)) for m, v in fitting)
-    return ("no selected variant runs at %s with %s (%s); the variant sets the precision except "
-            "for %s" % (", ".join(entry.precision), backend, have, ", ".join(CONVERTING_BACKENDS)))
-
-
 def load_suite(path):
     """Load and check a suite file.
 
@@ -261,8 +213,10 @@ def load_suite(path):
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc)) from None
     suite._source = str(path)
-    model_problems = _check_models(suite, path.parent)
-    problems = model_problems + _check_matrix(suite, expand=not model_problems)
+    file_problems = _read_backend_files(suite, path.parent)
+    model_problems = _check_models(suite, path.parent) + file_problems
+    problems = model_problems + _check_matrix(suite, expand=not model_problems,
+                                              names_known=not file_problems)
     if problems:
         raise ConfigError(["%s: %s: %s" % (path, where, msg) for where, msg in problems])
     return suite
@@ -290,6 +244,28 @@ def _check_models(suite, base_dir):
     return problems
 
 
+def _read_backend_files(suite, base_dir):
+    """Read each backend_file's catalog entry (without running it) into suite._user_backends."""
+    problems = []
+    for j, rel in enumerate(suite.backend_file or []):
+        where = "backend_file[%d]" % j
+        full = (base_dir / os.path.expanduser(rel)).resolve()
+        if not full.is_file():
+            problems.append((where, "not found: %s" % full))
+            continue
+        try:
+            spec = userfile.read_spec(str(full))
+        except userfile.BadBackendFile as exc:
+            problems.extend((where, line) for line in str(exc).splitlines())
+            continue
+        if spec.name in suite._user_backends:
+            problems.append((where, "backend %r is also defined by %s"
+                             % (spec.name, suite._user_backends[spec.name].path)))
+            continue
+        suite._user_backends[spec.name] = spec
+    return problems
+
+
 def _check_representative(model, where, base_dir):
     if model.kind != "builtin":
         return [(where + ".representative", "only built-in models are calibrated here; quantize "
@@ -308,6 +284,11 @@ def _check_model_path(model, where, base_dir):
         return [(where + ".path", "not found: %s" % full)]
     if full.is_file() and full.suffix in (".tflite", ".onnx"):
         model._file_format = full.suffix[1:]
+    elif full.is_file() and full.suffix == ".xml":  # an OpenVINO IR: the weights travel with it
+        if not full.with_suffix(".bin").is_file():
+            return [(where + ".path", "an OpenVINO IR needs its weights beside it: %s not found"
+                     % full.with_suffix(".bin"))]
+        model._file_format = "openvino"
     elif full.is_dir() and any((full / n).is_file() for n in ("saved_model.pb", "saved_model.pbtxt")):
         model._file_format = "savedmodel"
     else:
@@ -316,7 +297,7 @@ def _check_model_path(model, where, base_dir):
     return []
 
 
-def _check_matrix(suite, expand=True):
+def _check_matrix(suite, expand=True, names_known=True):
     problems = _check_settings("settings", suite.settings_for(MatrixEntry(runtime=["synthetic"])))
     names = [m.name for m in suite.models]
     for i, entry in enumerate(suite.matrix):
@@ -325,6 +306,7 @@ def _check_matrix(suite, expand=True):
             if name not in names:
                 problems.append(("matrix[%d].models[%d]" % (i, j), "unknown model %r; suite models:"
                                  " %s" % (name, ", ".join(names))))
+        problems += _check_runtimes(suite, i, entry, names_known)
         chosen = [suite.model(n) for n in entry.models or names if n in names]
         known = {v for m in chosen for v in m.variant_names(entry.variants)}
         for j, variant in enumerate(entry.variants or []):
@@ -335,6 +317,26 @@ def _check_matrix(suite, expand=True):
             problems += _check_settings("matrix[%d].settings" % i, suite.settings_for(entry))
         if expand and len(problems) == before:  # only once models and references are sound
             problems += expand_entry(suite, i, entry)[1]
+    return problems
+
+
+def _check_runtimes(suite, i, entry, names_known=True):
+    """Every runtime name known, and the entry's options valid for each of its runtimes.
+    names_known False: a backend file failed to load, so an unknown name is not news."""
+    problems = []
+    for j, name in enumerate(entry.runtime):
+        spec = suite.backend(name)
+        if spec is None and not names_known:
+            continue
+        if spec is None:
+            problems.append(("matrix[%d].runtime[%d]" % (i, j), "unknown backend %r; backends: %s%s"
+                             % (name, ", ".join(suite.backend_names()),
+                                "" if suite.backend_file else " (or a backend_file of your own)")))
+            continue
+        for line in spec.check_options(entry.options, "matrix[%d].options" % i):
+            where, _, message = line.partition(": ")
+            problems.append((where, message if len(entry.runtime) == 1 else
+                             "%s (runtime %s)" % (message, name)))
     return problems
 
 

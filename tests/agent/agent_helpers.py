@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+from agent import schema
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FAST_SETTINGS = {"warmup_runs": 5, "warmup_min_s": 0.0, "runs": 50, "min_duration_s": 0.05,
@@ -27,9 +29,9 @@ def synthetic_case(case_id, ms=0.05, options=None, backend="synthetic", **settin
 
 
 def make_job(cases, nonce="n0nce", cooldown=None):
+    cooldown = dict(schema.DEFAULT_COOLDOWN, **(cooldown or {"mode": "none", "seconds": 0.0}))
     return {"schema_version": 1, "kind": "benchfleet.job", "run_id": "20261122-000000-test",
-            "nonce": nonce, "device": "localhost",
-            "cooldown": cooldown or {"mode": "none", "seconds": 0.0}, "cases": cases}
+            "nonce": nonce, "device": "localhost", "cooldown": cooldown, "cases": cases}
 
 
 def workdir_writer(tmp_path):

@@ -15,6 +15,7 @@ from agent.backends import get_backend_class, tflite  # noqa: E402
 from agent.backends.base import BackendUnavailable, BadModel  # noqa: E402
 from agent.backends.tensorflow import TensorFlowBackend  # noqa: E402
 from agent.backends.tflite import TFLiteBackend  # noqa: E402
+from extras import needs  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = {"warmup_runs": 3, "warmup_min_s": 0.0, "runs": 30, "min_duration_s": 0.0,
@@ -139,6 +140,7 @@ def test_tensorflow_sets_threads_in_a_fresh_process(tiny_models):
     assert facts["threads_applied"] is True and facts["threads"] == 1
 
 
+@needs("tensorflow")
 def test_tensorflow_refuses_a_folder_that_is_not_a_savedmodel(tmp_path):
     with pytest.raises(BadModel, match="not a loadable SavedModel"):
         TensorFlowBackend(case("tensorflow"), str(tmp_path)).load()

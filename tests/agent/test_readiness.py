@@ -1,4 +1,4 @@
-"""The readiness snapshot taken before and after every case (METHOD.md step 1), on fake device
+"""The readiness snapshot taken before and after every case (docs/METHOD.md step 1), on fake device
 trees standing in for a Jetson and a Pi, and the throttle check that invalidates a result."""
 
 import time

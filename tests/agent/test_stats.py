@@ -1,4 +1,4 @@
-"""agent.stats: known values, conservative percentiles and their METHOD.md minimums."""
+"""agent.stats: known values, conservative percentiles and their docs/METHOD.md minimums."""
 
 import math
 import random

@@ -14,10 +14,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from fixtures_models import tiny_models  # noqa: E402,F401 - a fixture
 
 from agent import tflite_model  # noqa: E402
+from extras import require  # noqa: E402
 
 
 def schema():
-    pytest.importorskip("tensorflow")
+    # The flatbuffer schema and builder come with TensorFlow; tests that craft models need both.
+    require("tensorflow", "flatbuffers")
     from tensorflow.lite.python import schema_py_generated
     return schema_py_generated
 
@@ -28,8 +30,8 @@ def craft_model(ops, path=None, subgraphs=1):
     Custom ops (names not in BuiltinOperator) get builtin code CUSTOM and the name as custom_code,
     as edgetpu_compiler writes its edgetpu-custom-op; codes past 127 use the placeholder byte.
     """
-    import flatbuffers
     s = schema()
+    import flatbuffers
     model = s.ModelT()
     model.version = 3
     model.operatorCodes, index = [], {}

@@ -1,0 +1,86 @@
+"""Job documents: one device's planned cases as job.json (agent/schema.py), and the results the
+controller writes itself (planned skips, devices that failed). Both are built here and only here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent import schema
+from agent.backends.catalog import BY_NAME
+from orchestrator.models.artifacts import sha256_file
+
+CONTROLLER_VERSION = "controller"
+
+
+@dataclass
+class DeviceJob:
+    """What one device is sent: the job, the files it names (sha256 -> local path) and the
+    results already known without running anything (skips), in plan order."""
+
+    job: dict
+    blobs: dict = field(default_factory=dict)
+    planned: list = field(default_factory=list)
+
+
+def controller_result(job, case, status, reason, substatus=None, hint=None) -> dict:
+    """A result the controller writes itself (a planned skip, a case its device never ran)."""
+    device = {"name": job.get("device"), "source": "controller"}
+    doc = schema.new_result(job, case, status, device, CONTROLLER_VERSION, substatus, reason, hint)
+    problems = schema.check_result(doc)
+    if problems:   # a bug in the caller, not bad input: keep the traceback
+        raise AssertionError("controller-made result is invalid: %s" % "; ".join(problems))
+    return doc
+
+
+def failed_result(job, case, substatus, reason) -> dict:
+    return controller_result(job, case, "failed", reason, substatus)
+
+
+def job_case(case, artifact) -> dict:
+    """A planned case as a job.json case (agent/schema.py check_case)."""
+    model = {"name": case.model_name, "variant": case.variant, "format": case.format,
+             "sha256": artifact.sha256 if artifact else None,
+             "path": "blobs/" + artifact.sha256 if artifact else None,
+             "synthetic_ms": case.synthetic_ms}
+    return {"case_id": case.case_id, "label": case.label, "model": model,
+            "runtime": dict(case.runtime), "settings": dict(case.settings)}
+
+
+def device_job(run_id: str, nonce: str, suite, dplan, artifacts: dict, problems: dict) -> DeviceJob:
+    """The job of one device plan.
+
+    artifacts/problems: by (model name, variant), from the model builds; a case whose model could
+    not be built is a skipped row with the build's reason, never a crash of the run.
+    """
+    job = {"schema_version": schema.SCHEMA_VERSION, "kind": schema.JOB_KIND, "run_id": run_id,
+           "nonce": nonce, "device": dplan.device.name,
+           "cooldown": suite.cooldown.model_dump(), "cases": []}
+    out = DeviceJob(job)
+    for case in dplan.cases:
+        key = (case.model_name, case.variant)
+        artifact = artifacts.get(key)
+        jc = job_case(case, artifact)
+        if case.skip_reason is not None:
+            out.planned.append(controller_result(job, jc, "skipped", case.skip_reason,
+                                                 hint=case.skip_hint))
+        elif key in problems:
+            out.planned.append(controller_result(job, jc, "skipped", problems[key]))
+        else:
+            job["cases"].append(jc)
+            if artifact is not None:
+                out.blobs[artifact.sha256] = artifact.local_path
+            _ship_user_backend(out, suite, case.runtime["backend"])
+    return out
+
+
+def _ship_user_backend(out: DeviceJob, suite, name: str) -> None:
+    """A user backend's file travels as a blob and is named in job.backends."""
+    if name in BY_NAME or name in out.job.get("backends", {}):
+        return
+    spec = suite.backend(name)
+    sha = sha256_file(spec.path)
+    out.job.setdefault("backends", {})[name] = {
+        "path": "blobs/" + sha, "sha256": sha, "file": Path(spec.path).name}
+    out.blobs[sha] = Path(spec.path)
