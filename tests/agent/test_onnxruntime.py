@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 from agent_helpers import FAST_SETTINGS, REPO, make_job, run_agent  # noqa: E402
-from fixtures_models import TEST_CACHE  # noqa: E402
+from fixtures_models import TEST_CACHE, tiny_onnx  # noqa: E402,F401 - a fixture
 
 from agent import schema  # noqa: E402
 from agent.backends import get_backend_class  # noqa: E402
@@ -20,13 +20,9 @@ from agent.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx():
-    from orchestrator.models import zoo
-    from orchestrator.errors import ModelBuildError
-    try:
-        return str(zoo.build_model("movenet-tiny", "onnx", cache_dir=TEST_CACHE).local_path)
-    except ModelBuildError as exc:
-        pytest.skip(str(exc))
+def onnx_file(tiny_onnx):
+    """The path of movenet-tiny's onnx variant (the session build of fixtures_models)."""
+    return str(tiny_onnx.local_path)
 
 
 def ort_case(model_path, threads=1, case_id="c-ort", **options):
@@ -51,9 +47,9 @@ def test_registry_maps_onnxruntime_to_the_backend():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_onnxruntime_runs_movenet_tiny_on_the_cpu(tiny_onnx, threads):
+def test_onnxruntime_runs_movenet_tiny_on_the_cpu(onnx_file, threads):
     import numpy as np
-    backend = OnnxRuntimeBackend(ort_case(tiny_onnx, threads), tiny_onnx)
+    backend = OnnxRuntimeBackend(ort_case(onnx_file, threads), onnx_file)
     backend.load()
     pool = backend.make_inputs(0, 2)
     assert pool[0]["input"].dtype == np.int32 and pool[0]["input"].shape == (1, 96, 96, 3)
@@ -71,7 +67,7 @@ def test_onnxruntime_runs_movenet_tiny_on_the_cpu(tiny_onnx, threads):
     backend.close()
 
 
-def test_onnxruntime_matches_tflite_fp32_outputs(tiny_onnx):
+def test_onnxruntime_matches_tflite_fp32_outputs(onnx_file):
     # The same graph through two converters and two runtimes: same keypoints.
     import numpy as np
     from orchestrator.models import zoo
@@ -83,16 +79,16 @@ def test_onnxruntime_matches_tflite_fp32_outputs(tiny_onnx):
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
     expected = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    session = ort.InferenceSession(tiny_onnx, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, atol=1e-4)
 
 
-def test_missing_cuda_provider_makes_the_result_invalid_and_shows_in_runtime(tiny_onnx, workdir):
+def test_missing_cuda_provider_makes_the_result_invalid_and_shows_in_runtime(onnx_file, workdir):
     # Real, not a mock: this machine's onnxruntime has no CUDA provider, and onnxruntime falls
     # back to the CPU without an error; the result must say so.
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA provider")
-    case = ort_case(tiny_onnx, 2, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    case = ort_case(onnx_file, 2, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     _, docs = run_job(workdir, [case])
     doc = docs["c-ort"]
     assert doc["status"] == "ok", doc["reason"]
@@ -104,9 +100,9 @@ def test_missing_cuda_provider_makes_the_result_invalid_and_shows_in_runtime(tin
             in doc["validity"]["reasons"])
 
 
-def test_profile_true_keeps_a_chrome_trace_next_to_the_result(tiny_onnx, workdir):
-    out, docs = run_job(workdir, [ort_case(tiny_onnx, 1, case_id="c-prof", profile=True),
-                                  ort_case(tiny_onnx, 1, case_id="c-plain")])
+def test_profile_true_keeps_a_chrome_trace_next_to_the_result(onnx_file, workdir):
+    out, docs = run_job(workdir, [ort_case(onnx_file, 1, case_id="c-prof", profile=True),
+                                  ort_case(onnx_file, 1, case_id="c-plain")])
     assert docs["c-prof"]["validity"]["status"] == "VALID"
     assert docs["c-prof"]["environment"]["artifacts"] == {"profile.json": "c-prof.profile.json"}
     with open(os.path.join(out, "c-prof.profile.json")) as f:
@@ -119,10 +115,10 @@ def test_profile_true_keeps_a_chrome_trace_next_to_the_result(tiny_onnx, workdir
         os.path.join(out, "c-prof.profile.json")]
 
 
-def test_unknown_graph_optimization_level_is_a_bad_model(tiny_onnx):
+def test_unknown_graph_optimization_level_is_a_bad_model(onnx_file):
     from agent.backends.base import BadModel
     with pytest.raises(BadModel, match="graph_optimization_level must be one of"):
-        OnnxRuntimeBackend(ort_case(tiny_onnx, graph_optimization_level="max"), tiny_onnx).load()
+        OnnxRuntimeBackend(ort_case(onnx_file, graph_optimization_level="max"), onnx_file).load()
 
 
 def test_a_file_that_is_not_onnx_is_a_bad_model(tmp_path):
