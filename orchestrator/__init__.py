@@ -1,3 +1,6 @@
-"""benchfleet controller: inventory, suites, planning, transport, results."""
+"""benchfleet controller: inventory, suites, planning, transport, results.
 
-__version__ = "0.1.0"
+The controller and the agent it ships are one release: one version.
+"""
+
+from agent import AGENT_VERSION as __version__  # noqa: F401

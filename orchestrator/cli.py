@@ -1,7 +1,8 @@
-"""The `benchfleet` command line: the only place that prints errors and picks the exit code.
+"""The `benchfleet` command line: the only place that prints results and errors and picks the exit
+code (0 every case ok or skipped, 1 some case failed, 2 bad input or usage, 130 interrupted).
 
-Exit codes: 0 every case ok or skipped, 1 some case failed, 2 bad input or usage, 130 interrupted.
 Heavy imports (tensorflow, fabric, paramiko) happen inside the verbs, so --help starts fast.
+With --json a verb prints one JSON document on stdout; progress always goes to stderr.
 """
 
 from __future__ import annotations
@@ -11,56 +12,105 @@ import json
 import os
 import sys
 
+from orchestrator import __version__
+from orchestrator.config.inventory import DEFAULT_INVENTORY
 from orchestrator.errors import ConfigError, OrchestratorError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEFAULT_INVENTORY = ["inventory"]
+
+DESCRIPTION = """\
+Benchmark ML inference across devices: a suite (suites/*.yaml) runs on the devices of an
+inventory (inventory/*.yaml, one file per device) and gives one comparison table.
+
+  benchfleet run suites/quickstart.yaml -i inventory/localhost.yaml   this machine, no SSH
+  benchfleet devices add pi4 --host 192.168.1.42 --user pi            add a device
+  benchfleet plan suites/movenet.yaml                                 what would run where
+"""
+
+
+def _inventory_paths(args):
+    return args.inventory or list(DEFAULT_INVENTORY)
 
 
 def _inventory(args):
     from orchestrator.config.inventory import load_inventory
-    return load_inventory(args.inventory or DEFAULT_INVENTORY)
+    return load_inventory(_inventory_paths(args))
 
 
 def _device_list(text):
     return [d.strip() for d in text.split(",") if d.strip()] if text else None
 
 
+def _print_json(doc) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+
+
 def cmd_devices_list(args) -> int:
+    from orchestrator import devices
     inv = _inventory(args)
-    print("%-16s %-9s %-26s %-24s %s" % ("NAME", "TRANSPORT", "TARGET", "TAGS", "ACCELERATORS"))
-    for dev in inv:
-        if dev.transport == "local":
-            target = "(this machine)"
-        else:
-            target = "%s%s:%d" % (dev.user + "@" if dev.user else "", dev.host or dev.ssh_alias, dev.port)
-        print("%-16s %-9s %-26s %-24s %s" % (dev.name, dev.transport, target, ",".join(dev.tags),
-                                             ",".join(dev.accelerators) or "-"))
+    if args.json:
+        _print_json(devices.to_json(inv))
+    else:
+        print("\n".join(devices.list_lines(inv, verbose=args.verbose)))
     return EXIT_OK
 
 
 def cmd_devices_trust(args) -> int:
     from orchestrator.transport.hostkeys import trust_host_key
-    inv = _inventory(args)
-    for dev in inv.select([args.name]):
+    for dev in _inventory(args).select([args.name]):
         fingerprint = trust_host_key(dev, dev.known_hosts_path)
-        print("%s: trusted %s (added to %s)" % (dev.name, fingerprint, dev.known_hosts_path))
+        print("%s: trusted %s (in %s)" % (dev.name, fingerprint, dev.known_hosts_path))
     return EXIT_OK
 
 
 def cmd_devices_probe(args) -> int:
     from orchestrator.probes import probe_devices
     inv = _inventory(args)
-    devices = inv.select([args.name]) if args.name else list(inv)
-    outcomes = probe_devices(devices)
-    failed = False
+    outcomes = probe_devices(inv.select([args.name]) if args.name else list(inv))
+    failed = any(error for _, error in outcomes.values())
+    if args.json:
+        _print_json({name: {"probe": probe, "error": error}
+                     for name, (probe, error) in outcomes.items()})
+        return EXIT_FAILED if failed else EXIT_OK
+    from orchestrator import devices
     for name, (probe, error) in outcomes.items():
         if error:
-            failed = True
             print("%s: probe failed: %s" % (name, error), file=sys.stderr)
-        else:
-            print(json.dumps({name: probe}, indent=2, sort_keys=True))
+            continue
+        can, cannot = devices.capabilities(inv[name], probe)
+        print("\n".join(devices.capability_lines(name, can, cannot)))
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_devices_add(args) -> int:
+    from orchestrator import devices
+    from orchestrator.probes import probe_device
+    from orchestrator.transport.hostkeys import describe_key, trust_host_key
+    fields = {k: v for k, v in (("host", args.host), ("user", args.user), ("port", args.port),
+                                 ("ssh_alias", args.ssh_alias),
+                                 ("identity_file", args.identity_file),
+                                 ("known_hosts", args.known_hosts), ("python", args.python),
+                                 ("workdir", args.workdir), ("tags", _device_list(args.tags)),
+                                 ("accelerators", _device_list(args.accelerators)))
+              if v is not None}
+    device, path = devices.new_device(args.name, fields, args.inventory_dir)
+
+    def confirm(target, key):
+        print("%s: %s:%d offers host key %s" % (device.name, target.host, target.port,
+                                                describe_key(key)), file=sys.stderr)
+        return args.yes or devices.ask("Trust it and add it to %s?" % target.known_hosts)
+    fingerprint = trust_host_key(device, device.known_hosts_path, confirm=confirm)
+    devices.write_device(device, path)
+    print("%s: trusted %s; wrote %s" % (device.name, fingerprint, path))
+    if args.no_probe:
+        return EXIT_OK
+    probe, error = probe_device(device)
+    if error:
+        print("%s: probe failed: %s" % (device.name, error), file=sys.stderr)
+        return EXIT_FAILED
+    can, cannot = devices.capabilities(device, probe)
+    print("\n".join(devices.capability_lines(device.name, can, cannot)))
+    return EXIT_OK
 
 
 def cmd_validate(args) -> int:
@@ -78,26 +128,32 @@ def cmd_validate(args) -> int:
             problems += exc.problems
     if problems:
         raise ConfigError(problems)
-    print("ok: %d devices, %d suites" % (len(list(inv)), len(args.suites)))
+    print("ok: %d devices, %d suites" % (len(inv), len(args.suites)))
     return EXIT_OK
 
 
 def cmd_plan(args) -> int:
-    from orchestrator.plan import plan
     from orchestrator.config.suite import load_suite
+    from orchestrator.plan import plan
     from orchestrator.probes import cached_probes
     suite = load_suite(args.suite)
     inv = _inventory(args)
     the_plan = plan(suite, inv, devices=_device_list(args.devices), probes=cached_probes(inv))
-    print(the_plan.to_text())
+    if args.json:
+        _print_json(the_plan.to_json())
+    else:
+        print(the_plan.to_text())
     return EXIT_OK
 
 
 def cmd_run(args) -> int:
-    from orchestrator.run import run_suite
-    summary = run_suite(args.suite, args.inventory or DEFAULT_INVENTORY,
-                        devices=_device_list(args.devices), results_dir=args.results_dir,
-                        max_parallel=args.parallel)
+    from orchestrator.run import render_summary, run_suite
+    summary = run_suite(args.suite, _inventory_paths(args), devices=_device_list(args.devices),
+                        results_dir=args.results_dir, max_parallel=args.parallel)
+    if args.json:
+        _print_json(summary.to_json())
+    else:
+        print(render_summary(summary))
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
@@ -106,43 +162,81 @@ def cmd_models_build(args) -> int:
     return build_variants(args.source, args.variants, args.representative, args.out)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="benchfleet", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+def _with_inventory(p):
+    p.add_argument("-i", "--inventory", action="append", metavar="PATH",
+                   help="inventory file or folder, benchfleet YAML or Ansible INI/YAML "
+                        "(repeatable; default: inventory/, without its examples/)")
+    return p
 
-    def with_inventory(p):
-        p.add_argument("-i", "--inventory", action="append", metavar="PATH",
-                       help="inventory file or folder (repeatable; default: inventory/)")
-        return p
 
-    devices = sub.add_parser("devices", help="list, probe and trust devices")
+def _with_json(p, what):
+    p.add_argument("--json", action="store_true", help="print %s as JSON on stdout" % what)
+    return p
+
+
+def _devices_parser(sub):
+    devices = sub.add_parser("devices", help="list, add, probe and trust devices")
     dsub = devices.add_subparsers(dest="devices_verb", required=True, metavar="ACTION")
-    with_inventory(dsub.add_parser("list", help="list the inventory")).set_defaults(
-        func=cmd_devices_list)
-    p = with_inventory(dsub.add_parser("probe", help="run the agent's probe (cached per device)"))
+    p = _with_json(_with_inventory(dsub.add_parser(
+        "list", help="the devices and how each is reached")), "the devices")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="every effective SSH setting and where it came from "
+                        "(inventory, ssh_config or default)")
+    p.set_defaults(func=cmd_devices_list)
+    p = dsub.add_parser("add", help="write inventory/NAME.yaml, trust the host key, probe")
+    p.add_argument("name", metavar="NAME")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--host", help="address or DNS name")
+    where.add_argument("--ssh-alias", metavar="ALIAS", help="a Host entry of ~/.ssh/config")
+    p.add_argument("--user")
+    p.add_argument("--port", type=int)
+    p.add_argument("--identity-file", metavar="KEY")
+    p.add_argument("--known-hosts", metavar="FILE", help="default ~/.ssh/known_hosts")
+    p.add_argument("--python", help="the device's Python (default python3)")
+    p.add_argument("--workdir", help="the device's benchfleet folder (default ~/.benchfleet)")
+    p.add_argument("--tags", help="comma-separated")
+    p.add_argument("--accelerators", help="comma-separated: cpu, gpu-nvidia, edgetpu, jetson, npu")
+    p.add_argument("--inventory-dir", default=DEFAULT_INVENTORY[0], metavar="DIR",
+                   help="where NAME.yaml goes (default inventory/)")
+    p.add_argument("--yes", action="store_true", help="trust the host key without asking")
+    p.add_argument("--no-probe", action="store_true", help="do not probe after adding")
+    p.set_defaults(func=cmd_devices_add)
+    p = _with_json(_with_inventory(dsub.add_parser(
+        "probe", help="run the agent's probe: what each device can run (cached for plan)")),
+        "each probe document")
     p.add_argument("name", nargs="?", help="one device (default: all)")
     p.set_defaults(func=cmd_devices_probe)
-    p = with_inventory(dsub.add_parser("trust", help="fetch a device's SSH host key and trust it"))
+    p = _with_inventory(dsub.add_parser("trust", help="fetch a device's SSH host key and trust it"))
     p.add_argument("name")
     p.set_defaults(func=cmd_devices_trust)
 
-    p = with_inventory(sub.add_parser("validate", help="check inventory and suite files"))
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchfleet", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="benchfleet %s" % __version__)
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _devices_parser(sub)
+
+    p = _with_inventory(sub.add_parser("validate", help="check inventory and suite files"))
     p.add_argument("suites", nargs="*", metavar="SUITE")
     p.set_defaults(func=cmd_validate)
 
-    p = with_inventory(sub.add_parser("plan", help="show the cases per device, and the skips"))
-    p.add_argument("suite")
+    p = _with_json(_with_inventory(sub.add_parser(
+        "plan", help="what would run on each device, and why the rest is skipped")), "the plan")
+    p.add_argument("suite", metavar="SUITE")
     p.add_argument("--devices", help="comma-separated names or tag:X (overrides the suite)")
     p.set_defaults(func=cmd_plan)
 
-    p = with_inventory(sub.add_parser("run", help="run a suite and print the comparison table"))
-    p.add_argument("suite")
+    p = _with_json(_with_inventory(sub.add_parser(
+        "run", help="run a suite and print the comparison table")), "the summary and every row")
+    p.add_argument("suite", metavar="SUITE")
     p.add_argument("--devices", help="comma-separated names or tag:X (overrides the suite)")
     p.add_argument("--results-dir", default="results", help="where <run-id>/ goes (default results/)")
     p.add_argument("--parallel", type=int, default=8, help="devices at once (default 8)")
     p.set_defaults(func=cmd_run)
 
-    models = sub.add_parser("models", help="build model variants")
+    models = sub.add_parser("models", help="build model variants ahead of a run")
     msub = models.add_subparsers(dest="models_verb", required=True, metavar="ACTION")
     p = msub.add_parser("build", help="TFLite fp32/fp16/int8, ONNX, Edge TPU from a built-in "
                         "model or a SavedModel folder (content-hashed, cached)")
@@ -156,8 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """paramiko logs every failed handshake with a traceback from its own thread; the transport
+    maps those failures to one clear line per device, so the traceback is only noise here."""
+    import logging
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    logging.getLogger("paramiko").propagate = False
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return args.func(args)
     except ConfigError as exc:

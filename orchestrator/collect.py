@@ -163,7 +163,8 @@ class RunPoller:
         if isinstance(code, int):
             return Verdict("lost", "agent exited with code %d%s without finishing"
                            % (code, " (killed by signal %d)" % (code - 128) if code > 128 else ""))
-        if self.status.get("state") == "done":
+        # status.json says done a moment before `done` is created: exit 0 is a run completing.
+        if self.status.get("state") == "done" and self.status.get("exit_code") != schema.EXIT_OK:
             return Verdict("lost", "agent stopped (exit %s, signal %s, error %s) without finishing"
                            % (self.status.get("exit_code"), self.status.get("signal"),
                               self.status.get("error")))

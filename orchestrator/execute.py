@@ -12,20 +12,20 @@ import time
 from dataclasses import dataclass, field
 
 from agent import schema
-from orchestrator import deploy
+from orchestrator import deploy, records
+from orchestrator.jobs import failed_result
 from orchestrator.errors import AgentBusy, HostKeyError, OrchestratorError, TransportError
 from orchestrator.collect import RunPoller, Verdict
 
 log = logging.getLogger(__name__)
 
-CONTROLLER_VERSION = "controller"
 LOG_TAIL_CHARS = 2000
 
 
 @dataclass
 class DeviceOutcome:
     device: str
-    results: list = field(default_factory=list)   # validated result docs, in job case order
+    results: list = field(default_factory=list)   # records.Result, in job case order
     error: str | None = None
     uploads: list = field(default_factory=list)   # remote paths uploaded (empty on a rerun)
     exception: BaseException | None = field(default=None, repr=False)
@@ -41,20 +41,6 @@ class DeviceRun:
     agent_pyz: tuple
     raw_dir: object
     transport: object = None
-
-
-def controller_result(job, case, status, reason, substatus=None, hint=None):
-    """A result the controller writes itself (a planned skip, a device that failed)."""
-    device = {"name": job.get("device"), "source": "controller"}
-    doc = schema.new_result(job, case, status, device, CONTROLLER_VERSION, substatus, reason, hint)
-    problems = schema.check_result(doc)
-    if problems:   # a bug in the caller, not bad input: keep the traceback
-        raise AssertionError("controller-made result is invalid: %s" % "; ".join(problems))
-    return doc
-
-
-def make_failed_result(job, case, substatus, reason):
-    return controller_result(job, case, "failed", reason, substatus)
 
 
 def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,
@@ -154,7 +140,7 @@ class _DeviceRun:
 
     def _on_result(self, case_id, doc, problems):
         if problems:
-            doc = make_failed_result(self.job, self.poller.cases[case_id], "invalid_result",
+            doc = failed_result(self.job, self.poller.cases[case_id], "invalid_result",
                                      "result file failed the controller's checks: "
                                      + "; ".join(problems[:10]))
         self.docs[case_id] = doc
@@ -165,7 +151,7 @@ class _DeviceRun:
                             % (self.device.name, self.workdir, self._log_tail()))
         if verdict.kind == "timeout":
             self._stop_agent()
-            self.docs[verdict.case_id] = make_failed_result(
+            self.docs[verdict.case_id] = failed_result(
                 self.job, self.poller.cases[verdict.case_id], "timeout", verdict.reason)
         if verdict.kind != "done" or self.poller.missing():
             reason = verdict.reason or "agent finished without a result for this case"
@@ -209,18 +195,19 @@ class _DeviceRun:
     def _fill(self, substatus, reason):
         for case in self.job.get("cases") or []:
             if case.get("case_id") not in self.docs:
-                self.docs[case.get("case_id")] = make_failed_result(self.job, case, substatus, reason)
+                self.docs[case.get("case_id")] = failed_result(self.job, case, substatus, reason)
 
     def _order(self):
-        self.outcome.results = [self.docs[c["case_id"]] for c in self.job.get("cases") or []
-                                if c.get("case_id") in self.docs]
+        self.outcome.results = [records.from_doc(self.docs[c["case_id"]])
+                                for c in self.job.get("cases") or [] if c.get("case_id") in self.docs]
 
 
 def _job_blobs(job):
-    """sha256 of every `blobs/<sha>` model path in the job, first-seen order, once each."""
+    """sha256 of every `blobs/<sha>` the job names (models, user backend files), once each."""
+    paths = [(case.get("model") or {}).get("path") or "" for case in job.get("cases") or []]
+    paths += [entry.get("path") or "" for entry in (job.get("backends") or {}).values()]
     seen = []
-    for case in job.get("cases") or []:
-        path = (case.get("model") or {}).get("path") or ""
+    for path in paths:
         if path.startswith("blobs/") and path[6:] not in seen:
             seen.append(path[6:])
     return seen

@@ -1,17 +1,19 @@
-"""The controller's pydantic mirror of agent/schema.py, and migration of older result versions.
+"""Results as typed records: the controller's pydantic mirror of agent/schema.py.
 
 agent.schema.check_result is the device-side check; this model is the controller-side one. Both must
 accept the golden files in tests/golden/ (tests/test_contract.py); a field added to one and not the
-other fails that test.
+other fails that test. Percentile fields are derived from the schema, never listed by hand. Once
+fetched and checked, a result stays a `Result` through the report.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import model_validator
 
 from agent import schema
 
@@ -22,26 +24,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Summary(_Strict):
-    n: int | None = None
-    mean: Number | None = None
-    std: Number | None = None
-    cv: Number | None = None
-    min: Number | None = None
-    max: Number | None = None
-    throughput_ips: Number | None = None
-    p50: Number | None = None
-    p90: Number | None = None
-    p95: Number | None = None
-    p99: Number | None = None
-    p99_9: Number | None = None
-
-
-class Conservative(_Strict):
-    p90: Number | None = None
-    p95: Number | None = None
-    p99: Number | None = None
-    p99_9: Number | None = None
+Summary = create_model("Summary", __base__=_Strict, **{
+    key: (Optional[int] if key == "n" else Optional[Number], None)
+    for key in schema.SUMMARY_FIELDS})
+Conservative = create_model("Conservative", __base__=_Strict, **{
+    key: (Optional[Number], None) for key in schema.CONSERVATIVE_FIELDS})
 
 
 class Timing(_Strict):
@@ -79,8 +66,8 @@ class Validity(_Strict):
 
 
 class Result(_Strict):
-    schema_version: Literal[1]
-    kind: Literal["benchfleet.result"]
+    schema_version: Literal[schema.SCHEMA_VERSION]
+    kind: Literal[schema.RESULT_KIND]
     run_id: str
     nonce: str
     case_id: str
@@ -89,7 +76,7 @@ class Result(_Strict):
     model: dict[str, Any]
     runtime: dict[str, Any]
     settings: dict[str, Any]
-    status: Literal["ok", "skipped", "failed"]
+    status: Literal[schema.STATUSES]
     substatus: str | None
     reason: str | None
     hint: str | None
@@ -114,14 +101,13 @@ class Result(_Strict):
             raise ValueError("an ok result needs timing and validity")
         return self
 
+    @property
+    def device_name(self) -> str:
+        return self.device.get("name")
 
-def migrate(doc: dict) -> dict:
-    """Bring an older result document to the current SCHEMA_VERSION (none older exists yet)."""
-    version = doc.get("schema_version")
-    if version == schema.SCHEMA_VERSION:
-        return doc
-    raise ValueError("unknown result schema_version %r (this controller reads %d)"
-                     % (version, schema.SCHEMA_VERSION))
+    def to_doc(self) -> dict:
+        """The JSON document again: the fields it was made from, as checked."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 def reject_constant(name: str) -> float:
@@ -142,8 +128,13 @@ def parse_result(raw: bytes | str) -> Result:
     """Parse and validate one raw result; raises ValueError with a readable message."""
     if isinstance(raw, bytes) and len(raw) > schema.MAX_RESULT_BYTES:
         raise ValueError("result larger than %d bytes" % schema.MAX_RESULT_BYTES)
-    doc = migrate(json.loads(raw, parse_constant=reject_constant))
+    doc = json.loads(raw, parse_constant=reject_constant)
     problems = model_problems(doc)
     if problems:
         raise ValueError("; ".join(problems))
+    return Result.model_validate(doc)
+
+
+def from_doc(doc: dict) -> Result:
+    """A checked result document (a device's, or one the controller made) as a Result."""
     return Result.model_validate(doc)

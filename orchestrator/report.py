@@ -1,67 +1,77 @@
 """The normalized results table (results.csv) and the comparison table (console, comparison.md).
 
-One flat row per (run, device, case); the comparison pivots it: rows = case (model x runtime x
-settings), columns = devices, cells = p50 / p99 / first inference in ms.
+One flat row per (run, device, case), made from a typed records.Result; the comparison pivots
+the rows: rows = case (model x runtime x settings), columns = devices, cells = p50 / p99 / first
+inference in ms.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import textwrap
 from pathlib import Path
 from typing import Iterable
 
 from agent import schema
+from agent.fsutil import atomic_write_text
 
+PERCENTILE_COLUMNS = [schema.percentile_key(p) + "_ms" for p in schema.PERCENTILES]
+CONSERVATIVE_COLUMNS = [key + "_cons_ms" for key in schema.CONSERVATIVE_FIELDS]
 COLUMNS = [
     "run_id", "device", "case_id", "label", "model", "variant", "model_sha256", "backend",
     "runtime_version", "delegate", "provider", "threads", "affinity", "precision", "status",
     "substatus", "reason", "validity", "validity_reasons", "load_s", "convert_s", "first_ms",
     "warmup_runs", "runs", "measure_s", "truncated", "mean_ms", "std_ms", "cv", "min_ms",
-    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99_9_ms", "max_ms", "p90_cons_ms", "p95_cons_ms",
-    "p99_cons_ms", "p99_9_cons_ms", "throughput_ips", "ops_total", "ops_delegated",
-    "rss_after_load_kb", "rss_after_run_kb", "cooldown_waited_s", "agent_version", "started_at",
-    "finished_at",
+] + PERCENTILE_COLUMNS + ["max_ms"] + CONSERVATIVE_COLUMNS + [
+    "throughput_ips", "ops_total", "ops_delegated", "rss_after_load_kb", "rss_after_run_kb",
+    "cooldown_waited_s", "agent_version", "started_at", "finished_at",
 ]
+# Digits kept in results.csv: latencies come from a nanosecond clock, so milliseconds keep 6
+# decimals and seconds 9; ratios and rates keep 6 significant digits. More is float noise.
+MS_DECIMALS, S_DECIMALS, SIGNIFICANT = 6, 9, 6
+LABEL_WIDTH = 48   # the console table folds longer labels onto more lines
 
 
-def flat_row(doc: dict, device: str) -> dict:
-    """One result document -> one flat row with every COLUMNS key (None where absent)."""
-    timing = doc.get("timing") or {}
-    summary = timing.get("summary") or {}
-    cons = timing.get("conservative") or {}
-    runtime = doc.get("runtime") or {}
-    model = doc.get("model") or {}
-    validity = doc.get("validity") or {}
+def flat_row(result) -> dict:
+    """One records.Result -> one flat row with every COLUMNS key (None where absent)."""
+    timing = result.timing
+    summary = timing.summary.model_dump() if timing else {}
+    cons = timing.conservative.model_dump() if timing else {}
+    runtime, model, extra = result.runtime, result.model, result.delegation
+    validity = result.validity
     row = {
-        "run_id": doc.get("run_id"), "device": device, "case_id": doc.get("case_id"),
-        "label": doc.get("label"), "model": model.get("name"), "variant": model.get("variant"),
+        "run_id": result.run_id, "device": result.device_name, "case_id": result.case_id,
+        "label": result.label, "model": model.get("name"), "variant": model.get("variant"),
         "model_sha256": model.get("sha256"), "backend": runtime.get("backend"),
         "runtime_version": runtime.get("version"), "delegate": runtime.get("delegate"),
         "provider": runtime.get("provider"), "threads": runtime.get("threads"),
         "affinity": _cores(runtime.get("affinity")), "precision": runtime.get("precision"),
-        "status": doc.get("status"), "substatus": doc.get("substatus"),
-        "reason": doc.get("reason"), "validity": validity.get("status"),
-        "validity_reasons": "; ".join(validity.get("reasons") or []) or None,
-        "load_s": timing.get("load_s"), "convert_s": timing.get("convert_s"),
-        "first_ms": timing.get("first_ms"), "warmup_runs": timing.get("warmup_runs"),
-        "runs": timing.get("runs"), "measure_s": timing.get("measure_s"),
-        "truncated": timing.get("truncated"), "mean_ms": summary.get("mean"),
-        "std_ms": summary.get("std"), "cv": summary.get("cv"), "min_ms": summary.get("min"),
-        "max_ms": summary.get("max"), "throughput_ips": summary.get("throughput_ips"),
-        "ops_total": (doc.get("delegation") or {}).get("ops_total"),
-        "ops_delegated": (doc.get("delegation") or {}).get("ops_delegated"),
-        "rss_after_load_kb": (doc.get("memory") or {}).get("rss_after_load_kb"),
-        "rss_after_run_kb": (doc.get("memory") or {}).get("rss_after_run_kb"),
-        "cooldown_waited_s": (doc.get("cooldown") or {}).get("waited_s"),
-        "agent_version": doc.get("agent_version"), "started_at": doc.get("started_at"),
-        "finished_at": doc.get("finished_at"),
+        "status": result.status, "substatus": result.substatus, "reason": result.reason,
+        "validity": validity.status if validity else None,
+        "validity_reasons": "; ".join(validity.reasons) or None if validity else None,
+        "load_s": timing.load_s if timing else None,
+        "convert_s": timing.convert_s if timing else None,
+        "first_ms": timing.first_ms if timing else None,
+        "warmup_runs": timing.warmup_runs if timing else None,
+        "runs": timing.runs if timing else None,
+        "measure_s": timing.measure_s if timing else None,
+        "truncated": timing.truncated if timing else None,
+        "mean_ms": summary.get("mean"), "std_ms": summary.get("std"), "cv": summary.get("cv"),
+        "min_ms": summary.get("min"), "max_ms": summary.get("max"),
+        "throughput_ips": summary.get("throughput_ips"),
+        "ops_total": extra.get("ops_total"), "ops_delegated": extra.get("ops_delegated"),
+        "rss_after_load_kb": result.memory.get("rss_after_load_kb"),
+        "rss_after_run_kb": result.memory.get("rss_after_run_kb"),
+        "cooldown_waited_s": result.cooldown.get("waited_s"),
+        "agent_version": result.agent_version, "started_at": result.started_at,
+        "finished_at": result.finished_at,
     }
     for p in schema.PERCENTILES:
         key = schema.percentile_key(p)
         row[key + "_ms"] = summary.get(key)
-        if key != "p50":
-            row[key + "_cons_ms"] = cons.get(key)
+    for key in schema.CONSERVATIVE_FIELDS:
+        row[key + "_cons_ms"] = cons.get(key)
     return row
 
 
@@ -71,13 +81,25 @@ def _cores(affinity) -> str | None:
     return ",".join(str(c) for c in affinity)
 
 
+def csv_value(column: str, value):
+    """A value as written to results.csv: rounded to what the clock resolves, '' for None."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return value
+    if column.endswith("_ms"):
+        return round(value, MS_DECIMALS)
+    if column.endswith("_s"):
+        return round(value, S_DECIMALS)
+    return float("%.*g" % (SIGNIFICANT, value))
+
+
 def write_csv(rows: Iterable[dict], path: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
-    from agent.fsutil import atomic_write_text
+        writer.writerow({k: csv_value(k, row.get(k)) for k in COLUMNS})
     atomic_write_text(path, buf.getvalue())
 
 
@@ -95,7 +117,7 @@ def cell(row: dict) -> str:
     """The comparison cell: 'p50 / p99 / first' in ms, or the outcome when not measured.
 
     p99 is the conservative (99%-confidence upper bound) value; 'n/e' when too few samples
-    establish it (METHOD.md: never a number that only looks trustworthy).
+    establish it (docs/METHOD.md: never a number that only looks trustworthy).
     """
     status = row.get("status")
     if status == "skipped":
@@ -125,12 +147,24 @@ def comparison(rows: list[dict], devices: list[str]) -> tuple[list[str], list[li
     return header, body
 
 
-def render_text(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+def fold(text: str, width: int = LABEL_WIDTH) -> list[str]:
+    """A label as lines of at most `width` (broken at spaces where it can)."""
+    return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+
+
+def render_text(header: list[str], body: list[list[str]], label_width: int = LABEL_WIDTH) -> str:
+    """The console table; long case labels fold onto continuation lines instead of widening
+    every line of the table."""
+    folded = [(fold(r[0], label_width), r[1:]) for r in body]
+    widths = [max([len(header[0])] + [len(x) for lines, _ in folded for x in lines])]
+    widths += [max(len(r[i]) for r in [header] + body) for i in range(1, len(header))]
+
     def line(cells):
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(header), line(["-" * w for w in widths])]
-    out.extend(line(r) for r in body)
+    for lines, cells in folded:
+        out.append(line([lines[0]] + cells))
+        out.extend(line(["  " + extra]) for extra in lines[1:])
     return "\n".join(out)
 
 

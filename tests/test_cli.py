@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from fixtures_models import tiny_models  # noqa: F401 - pytest fixture
+from fixtures_models import TEST_ROOT, tiny_models  # noqa: F401 - pytest fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,16 +62,21 @@ def test_help_does_not_import_heavy_packages():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_devices_list_shows_the_example_devices():
+def test_devices_list_shows_only_set_up_devices_by_default_and_examples_on_request():
     proc = cli("devices", "list")
     assert proc.returncode == 0, proc.stderr
-    for name in ("localhost", "gtx1660-host", "rpi4-coral", "jetson-nano"):
-        assert name in proc.stdout
-    assert "(this machine)" in proc.stdout
+    assert "(this machine)" in proc.stdout and "localhost" in proc.stdout
+    assert "rpi4-coral" not in proc.stdout   # nobody configured it: a plain run never tries it
+    proc = cli("devices", "list", "-i", "inventory/examples", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == {"gtx1660-host", "rpi4-coral", "jetson-nano"}
+    assert rows["rpi4-coral"]["fields"]["user"] == {"value": "pi", "source": "inventory"}
 
 
 def test_validate_accepts_examples_and_names_every_bad_file(tmp_path):
-    ok = cli("validate", "suites/quickstart.yaml", "suites/movenet.yaml")
+    ok = cli("validate", "suites/quickstart.yaml", "suites/movenet.yaml", "-i", "inventory",
+             "-i", "inventory/examples")
     assert ok.returncode == 0 and "ok: 4 devices, 2 suites" in ok.stdout, ok.stderr
     bad = write_yaml(tmp_path / "bad.yaml", {"name": "x", "models": [], "matrix": []})
     proc = cli("validate", bad, "-i", tmp_path / "missing.yaml")
@@ -83,11 +88,13 @@ def test_validate_accepts_examples_and_names_every_bad_file(tmp_path):
 def test_devices_probe_caches_the_probe_and_plan_uses_it(tmp_path):
     env = {"BENCHFLEET_CACHE": str(tmp_path / "cache")}
     inv = local_inventory(tmp_path)
-    proc = cli("devices", "probe", "-i", inv, env=env)
+    proc = cli("devices", "probe", "-i", inv, "--json", env=env)
     assert proc.returncode == 0, proc.stderr
-    probe = json.loads(proc.stdout)["localhost"]
+    probe = json.loads(proc.stdout)["localhost"]["probe"]
     cores = probe["cores"]["usable"]
     assert json.loads((tmp_path / "cache/probes/localhost.json").read_text()) == probe
+    text = cli("devices", "probe", "-i", inv, env=env)
+    assert "localhost can run: synthetic" in text.stdout, text.stdout + text.stderr
     suite = write_yaml(tmp_path / "s.yaml", {
         "name": "pin", "settings": QUICK, "models": [{"name": "spin", "synthetic_ms": 0.1}],
         "matrix": [{"runtime": "synthetic", "affinity": [[0], [cores + 7]]}]})
@@ -187,7 +194,8 @@ def test_suite_representative_data_calibrates_the_int8_build(tmp_path, tiny_mode
                     "representative": "calib"}],
         "matrix": [{"runtime": "tflite"}]})
     results = tmp_path / "results"
-    env = {"BENCHFLEET_CACHE": str(tmp_path / "cache")}
+    # The shared test cache: the samples are seeded, so the calibrated build is reused next time.
+    env = {"BENCHFLEET_CACHE": TEST_ROOT}
     proc = cli("run", suite, "-i", local_inventory(tmp_path), "--results-dir", results, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(next(results.iterdir()) / "results.csv") as f:
@@ -205,5 +213,5 @@ def test_devices_probe_over_ssh_uploads_the_agent_and_caches_each_probe(tmp_path
         cached = json.loads((tmp_path / "cache/probes" / (dev.name + ".json")).read_text())
         assert cached["python"]["executable"] == sys.executable
         assert list(Path(dev.workdir, "agent").glob("*.pyz"))   # uploaded into its own workdir
-    one = cli("devices", "probe", ssh_lab.devices[0].name, "-i", inv, env=env)
+    one = cli("devices", "probe", ssh_lab.devices[0].name, "-i", inv, "--json", env=env)
     assert one.returncode == 0 and list(json.loads(one.stdout)) == [ssh_lab.devices[0].name]

@@ -18,7 +18,8 @@ import sshlab
 from agent import schema
 from orchestrator.deploy import build_agent_pyz
 from orchestrator.errors import AgentBusy
-from orchestrator.execute import DeviceRun, make_failed_result, run_device, run_devices
+from orchestrator.execute import DeviceRun, run_device, run_devices
+from orchestrator.jobs import failed_result
 from orchestrator.config.inventory import Device
 from orchestrator.collect import parse_result
 from orchestrator.transport import make_transport
@@ -55,7 +56,7 @@ def make_job(device, n=2, blob_sha=None, min_duration_s=0.05, run_id="20261122-0
             "settings": settings})
     return {"schema_version": 1, "kind": "benchfleet.job", "run_id": run_id,
             "nonce": os.urandom(8).hex(), "device": device.name,
-            "cooldown": {"mode": "none", "seconds": 0.0}, "cases": cases}
+            "cooldown": dict(schema.DEFAULT_COOLDOWN, mode="none", seconds=0.0), "cases": cases}
 
 
 def lab_device(lab_dev, tmp_path, **overrides):
@@ -81,10 +82,10 @@ class Events:
 
 
 def assert_valid(outcome, job):
-    assert [r["case_id"] for r in outcome.results] == [c["case_id"] for c in job["cases"]]
-    for doc in outcome.results:
-        assert schema.check_result(doc) == []
-        assert doc["nonce"] == job["nonce"]
+    assert [r.case_id for r in outcome.results] == [c["case_id"] for c in job["cases"]]
+    for result in outcome.results:
+        assert schema.check_result(result.to_doc()) == []
+        assert result.nonce == job["nonce"]
 
 
 def test_two_lab_devices_and_local_run_in_parallel_and_rerun_uploads_nothing(
@@ -105,7 +106,7 @@ def test_two_lab_devices_and_local_run_in_parallel_and_rerun_uploads_nothing(
     for outcome, spec in zip(first, first_specs):
         assert outcome.error is None, outcome.error
         assert_valid(outcome, spec.job)
-        assert {r["status"] for r in outcome.results} == {"ok"}
+        assert {r.status for r in outcome.results} == {"ok"}
         assert sorted(outcome.uploads) == sorted(["agent/%s.pyz" % agent_pyz[1], "blobs/" + blob[0]])
         raw = json.loads((spec.raw_dir / (spec.job["cases"][0]["case_id"] + ".json")).read_text())
         assert raw["case_id"] == spec.job["cases"][0]["case_id"]
@@ -135,13 +136,13 @@ def test_killed_agent_keeps_finished_cases_and_marks_the_rest_agent_lost(
         outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", on_event,
                              poll_interval=0.2, stall_timeout_s=3.0)
     assert_valid(outcome, job)
-    assert outcome.results[0]["status"] == "ok"
+    assert outcome.results[0].status == "ok"
     assert (tmp_path / "raw" / (job["cases"][0]["case_id"] + ".json")).exists()
     last = outcome.results[-1]
-    assert (last["status"], last["substatus"]) == ("failed", "agent_lost")
-    assert "agent.log tail" in last["reason"]
+    assert (last.status, last.substatus) == ("failed", "agent_lost")
+    assert "agent.log tail" in last.reason
     expected = "code 137" if where == "ssh" else "no heartbeat change"
-    assert expected in last["reason"] and expected in outcome.error
+    assert expected in last.reason and expected in outcome.error
 
 
 def test_wrong_port_on_one_device_does_not_stop_the_other(ssh_lab, tmp_path, agent_pyz):
@@ -151,10 +152,10 @@ def test_wrong_port_on_one_device_does_not_stop_the_other(ssh_lab, tmp_path, age
     outcomes = run_devices(specs, max_workers=2, poll_interval=0.2)
     assert [o.device for o in outcomes] == ["lab2", "lab1"]
     assert "lab2" in outcomes[0].error and "connection refused" in outcomes[0].error
-    assert [(r["status"], r["substatus"]) for r in outcomes[0].results] == [("failed", "error")] * 2
+    assert [(r.status, r.substatus) for r in outcomes[0].results] == [("failed", "error")] * 2
     assert_valid(outcomes[0], specs[0].job)
     assert outcomes[1].error is None
-    assert [r["status"] for r in outcomes[1].results] == ["ok", "ok"]
+    assert [r.status for r in outcomes[1].results] == ["ok", "ok"]
 
 
 def test_busy_device_gives_agent_busy_naming_the_lock(ssh_lab, tmp_path, agent_pyz):
@@ -167,14 +168,14 @@ def test_busy_device_gives_agent_busy_naming_the_lock(ssh_lab, tmp_path, agent_p
             outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", poll_interval=0.2)
     assert isinstance(outcome.exception, AgentBusy)
     assert "agent.lock" in outcome.error
-    assert [r["substatus"] for r in outcome.results] == ["error", "error"]
+    assert [r.substatus for r in outcome.results] == ["error", "error"]
     assert_valid(outcome, job)
 
 
 def test_untrusted_result_bytes_are_checked():
     job = make_job(Device(name="x", transport="local"), n=1)
     case = job["cases"][0]
-    good = make_failed_result(job, case, "error", "boom")
+    good = failed_result(job, case, "error", "boom")
     assert parse_result(json.dumps(good).encode(), job, case["case_id"]) == (good, [])
     stale = dict(good, nonce="yesterday")
     assert any("nonce" in p for p in parse_result(json.dumps(stale).encode(), job,
@@ -200,7 +201,7 @@ def test_dropped_ssh_connection_reconnects_and_the_run_completes(ssh_lab, tmp_pa
                              poll_interval=0.2, stall_timeout_s=10.0)
     assert dropped, "no sshd session process was found to kill"
     assert outcome.error is None, outcome.error
-    assert [r["status"] for r in outcome.results] == ["ok", "ok", "ok"]
+    assert [r.status for r in outcome.results] == ["ok", "ok", "ok"]
     notes = [e["text"] for n, e in events.seen if e["event"] == "note"]
     assert any("reconnecting" in text for text in notes)
 
@@ -226,9 +227,9 @@ def test_case_backstop_times_out_a_case_the_agent_did_not_end(tmp_path, agent_py
         if frozen:
             os.killpg(frozen[0], signal.SIGCONT)  # lets the queued SIGTERM stop it
     assert_valid(outcome, job)
-    assert [(r["status"], r["substatus"]) for r in outcome.results] == [
+    assert [(r.status, r.substatus) for r in outcome.results] == [
         ("failed", "timeout"), ("failed", "agent_lost")]
-    assert "case_timeout_s 1" in outcome.results[0]["reason"]
+    assert "case_timeout_s 1" in outcome.results[0].reason
 
 
 def test_kept_files_are_fetched_only_under_their_case_name(tmp_path):
