@@ -76,11 +76,12 @@ StrictLoader.add_constructor(_INT, StrictLoader.construct_strict_int)
 StrictLoader.add_constructor(_FLOAT, StrictLoader.construct_strict_float)
 
 
-def load_yaml(path):
+def load_yaml(path, loader=StrictLoader):
     """Read one YAML file strictly.
 
     Args:
         path: file to read; shown in problems exactly as given.
+        loader: StrictLoader or a subclass of it (the Ansible reader adds Ansible's tags).
     Returns:
         the document (None for an empty file).
     Raises:
@@ -94,7 +95,7 @@ def load_yaml(path):
         raise ConfigError("%s: file not found" % path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("%s: cannot read: %s" % (path, exc)) from None
-    loader = StrictLoader(text)
+    loader = loader(text)
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
@@ -136,11 +137,11 @@ def format_validation_error(file, error, prefix=""):
     lines = []
     for item in error.errors(include_url=False):
         path = dotted(item["loc"], prefix) or "(top level)"
-        lines.append("%s: %s: %s" % (file, path, _message(item)))
+        lines.append("%s: %s: %s" % (file, path, error_message(item)))
     return lines
 
 
-def _message(item):
+def error_message(item):
     if item["type"] == "extra_forbidden":
         return "unknown field"
     if item["type"] == "missing":
