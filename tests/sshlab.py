@@ -12,6 +12,7 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
+PORT_TRIES = 3
 
 
 def sshd_missing_reason():
@@ -104,15 +105,22 @@ class SshLab:
         client_key = keygen(folder / "id_ed25519", "client-" + name)
         shutil.copy(str(client_key) + ".pub", folder / "authorized_keys")
         os.chmod(folder / "authorized_keys", 0o600)
-        port = free_port()
-        config = folder / "sshd_config"
-        config.write_text(_config_text(port, folder, host_key))
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         workdir = folder / "workdir"
-        device = LabDevice(name, HOST, port, "root", str(client_key), str(self.known_hosts),
-                           str(workdir), folder, host_key)
-        device.proc = _start_sshd(config, folder / "sshd.log")
-        _wait_for_banner(device)
+        for attempt in range(PORT_TRIES):
+            # Another test process may take the free port before sshd binds it: pick again.
+            port = free_port()
+            config = folder / "sshd_config"
+            config.write_text(_config_text(port, folder, host_key))
+            device = LabDevice(name, HOST, port, "root", str(client_key), str(self.known_hosts),
+                               str(workdir), folder, host_key)
+            device.proc = _start_sshd(config, folder / "sshd.log")
+            try:
+                _wait_for_banner(device)
+                break
+            except RuntimeError:
+                if device.proc.poll() is None or attempt == PORT_TRIES - 1:
+                    raise
         with open(self.known_hosts, "a") as f:
             f.write(known_hosts_line(port, str(host_key) + ".pub"))
         self.devices.append(device)

@@ -24,20 +24,27 @@ def problems_of(paths):
     return info.value.problems
 
 
+def test_default_inventory_holds_only_the_devices_a_user_set_up():
+    # The seed hardware examples are files to copy, never hosts a default run tries to reach.
+    assert load_inventory([REPO / "inventory"]).names() == ["localhost"]
+    assert load_inventory([REPO / "inventory"])["localhost"].transport == "local"
+
+
 def test_example_inventory_loads_cleanly():
-    inv = load_inventory([REPO / "inventory"])
-    assert inv.names() == ["gtx1660-host", "jetson-nano", "localhost", "rpi4-coral"]
-    assert inv["localhost"].transport == "local"
+    inv = load_inventory([REPO / "inventory" / "examples"])
+    assert inv.names() == ["gtx1660-host", "jetson-nano", "rpi4-coral"]
     assert inv["rpi4-coral"].user == "pi" and inv["rpi4-coral"].accelerators == ["edgetpu"]
     assert inv["jetson-nano"].accelerators == ["gpu-nvidia", "jetson"]
-    assert inv["gtx1660-host"].source == str(REPO / "inventory" / "gtx1660-host.yaml")
+    assert inv["gtx1660-host"].source == str(REPO / "inventory" / "examples" / "gtx1660-host.yaml")
 
 
 def test_defaults_fill_unset_fields(tmp_path):
     path = write(tmp_path, "a.yaml", "devices:\n  box:\n    host: 10.0.0.2\n")
     dev = load_inventory([path])["box"]
-    assert (dev.port, dev.python, dev.workdir, dev.transport) == (22, "python3", "~/.benchfleet", "ssh")
-    assert (dev.connect_timeout_s, dev.command_timeout_s) == (10.0, 60.0)
+    # SSH fields ssh_config can supply stay unset; transport/target.py fills them at use.
+    assert (dev.port, dev.user, dev.identity_file, dev.connect_timeout_s) == (None,) * 4
+    assert (dev.python, dev.workdir, dev.transport) == ("python3", "~/.benchfleet", "ssh")
+    assert dev.command_timeout_s == 60.0
     assert dev.known_hosts_path == os.path.expanduser("~/.ssh/known_hosts")
 
 
@@ -116,7 +123,7 @@ def test_empty_folder_and_missing_devices_mapping(tmp_path):
     empty.mkdir()
     bad = write(tmp_path, "bad.yaml", "box:\n  host: h\n")
     assert problems_of([empty, bad]) == [
-        "%s: no *.yaml or *.yml files in this folder" % empty,
+        "%s: no *.yaml, *.yml or *.ini files in this folder" % empty,
         "%s: expected a top-level `devices:` mapping of name -> fields" % bad]
 
 
@@ -154,7 +161,12 @@ def test_select_unknown_name_lists_known_names(tmp_path):
         "--devices[2]: no device has tag 'gpu'; tags: none"]
 
 
-def test_identity_file_expanded_at_use():
+def test_identity_file_expanded_at_use(tmp_path):
+    from orchestrator.transport.target import fabric_config, resolve_target
     dev = Device(name="x", host="h", identity_file="~/.ssh/id")
     assert dev.identity_file == "~/.ssh/id"
-    assert dev.identity_path == os.path.expanduser("~/.ssh/id")
+    empty = tmp_path / "ssh_config"
+    empty.write_text("")
+    target = resolve_target(dev, fabric_config(empty))
+    assert target.identity_files == [os.path.expanduser("~/.ssh/id")]
+    assert target.sources["identity_file"] == "inventory"

@@ -21,7 +21,10 @@ TF_TRT = {"available": True, "version": "2.16.1", "reason": None, "hint": None,
           "tensorrt": {"built_with_tensorrt": True, "usable": True, "reason": None}}
 MISSING = {"available": False, "version": None}
 SOFTWARE = {   # what each device has installed, as its probe would report it
-    "gtx1660-host": None,  # this machine's own runtimes: pip TensorFlow without TensorRT
+    "gtx1660-host": {"tensorflow": {   # pip's TensorFlow: no TensorRT in the build
+        "available": True, "version": "2.16.1", "reason": None, "hint": None,
+        "tensorrt": {"built_with_tensorrt": False, "trt_convert": True, "libnvinfer": None,
+                     "usable": False, "reason": "tensorflow built without TensorRT"}}},
     "rpi4-coral": {"tensorflow": dict(MISSING, reason="tensorflow not installed"),
                    "tflite_runtime": {"available": True, "version": "2.14.0"},
                    "pycoral": {"available": True, "version": "2.0.0"}},
@@ -44,7 +47,7 @@ def seed_plan(tmp_path_factory):
         (cache / "probes").mkdir(exist_ok=True)
         (cache / "probes" / (name + ".json")).write_text(json.dumps(probe))
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "plan", "suites/movenet.yaml",
-                           "-i", "inventory"], cwd=ROOT, capture_output=True, text=True,
+                           "-i", "inventory/examples"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env=dict(__import__("os").environ, BENCHFLEET_CACHE=str(cache)))
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

@@ -12,12 +12,17 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError
 from pydantic import model_validator
 
+from agent.schema import DEFAULT_WORKDIR
 from orchestrator.errors import ConfigError
+from orchestrator.config import ansible
 from orchestrator.config.yamlio import format_validation_error, load_yaml
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 ENV_KEY_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
 ACCELERATORS = ("cpu", "gpu-nvidia", "edgetpu", "jetson", "npu")
+# What `-i` means when it is not given: the devices a user has set up. Example devices for the
+# seed hardware live in inventory/examples/, which a folder load does not descend into.
+DEFAULT_INVENTORY = ("inventory",)
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 EnvKey = Annotated[str, StringConstraints(pattern=ENV_KEY_PATTERN)]
@@ -25,7 +30,12 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
 class Device(BaseModel):
-    """One device as declared in an inventory file. `name` is the mapping key."""
+    """One device as declared in an inventory file. `name` is the mapping key.
+
+    The SSH fields ssh_config can also supply (port, user, identity_file, connect_timeout_s,
+    proxy_jump) stay None unless written, so that ~/.ssh/config wins where the file is silent
+    (transport/target.py resolves them).
+    """
 
     # strict: a quoted "22" is not a port and `yes` is not a boolean; allow_inf_nan: no .inf timeouts
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
@@ -34,21 +44,23 @@ class Device(BaseModel):
     description: str = ""
     transport: Literal["ssh", "local"] = "ssh"
     host: Optional[str] = None
-    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    port: Optional[Annotated[int, Field(ge=1, le=65535)]] = None
     user: Optional[str] = None
     identity_file: Optional[str] = None
     ssh_alias: Optional[str] = None
+    proxy_jump: Optional[str] = None
     known_hosts: str = "~/.ssh/known_hosts"
     python: str = "python3"
-    workdir: str = "~/.benchfleet"
+    workdir: str = DEFAULT_WORKDIR
     tags: list[Name] = []
     accelerators: list[Literal[ACCELERATORS]] = []
     env: dict[EnvKey, str] = {}
     sensors: dict[str, Any] = {}
-    connect_timeout_s: PositiveSeconds = 10.0
+    connect_timeout_s: Optional[PositiveSeconds] = None
     command_timeout_s: PositiveSeconds = 60.0
 
     _source: str = PrivateAttr(default="")
+    _given_as: str = PrivateAttr(default="")   # the -i argument it was loaded through
 
     @model_validator(mode="after")
     def _ssh_needs_a_target(self):
@@ -62,9 +74,9 @@ class Device(BaseModel):
         return self._source
 
     @property
-    def identity_path(self):
-        """identity_file with ~ expanded, or None. Expanded at use so files stay portable."""
-        return os.path.expanduser(self.identity_file) if self.identity_file else None
+    def cli_flag(self):
+        """' -i PATH' for a command printed as a hint, '' when the default inventory holds it."""
+        return " -i %s" % self._given_as if self._given_as else ""
 
     @property
     def known_hosts_path(self):
@@ -127,8 +139,9 @@ class Inventory:
         return [self.devices[item]], None
 
 
-def load_inventory(paths):
-    """Load every device from files and folders (a folder: its *.yaml and *.yml, sorted).
+def load_inventory(paths=DEFAULT_INVENTORY):
+    """Load every device from files and folders (a folder: its *.yaml, *.yml and *.ini, sorted; not
+    its subfolders, so inventory/examples/ stays out of a default run).
 
     Raises:
         ConfigError: every problem of every file at once (missing file, empty folder, YAML syntax,
@@ -139,11 +152,13 @@ def load_inventory(paths):
     problems, files = [], []
     for path in paths:
         found, problem = _expand(Path(path))
-        files.extend(found)
+        # Hints printed later (devices probe NAME, devices trust NAME) repeat a non-default -i.
+        given = "" if os.path.normpath(str(path)) in DEFAULT_INVENTORY else str(path)
+        files.extend((f, given) for f in found)
         if problem:
             problems.append(problem)
     devices, first_file = {}, {}
-    for file in files:
+    for file, given in files:
         # Names are checked even when the entry itself is invalid: both problems are reported.
         for name, device in _load_file(file, problems):
             if name in first_file:
@@ -152,6 +167,7 @@ def load_inventory(paths):
                 continue
             first_file[name] = file
             if device is not None:
+                device._given_as = given
                 devices[name] = device
     if problems:
         raise ConfigError(problems)
@@ -161,9 +177,10 @@ def load_inventory(paths):
 def _expand(path):
     """([files], problem) for one command-line path."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        files = sorted(p for p in path.iterdir() if p.is_file() and (
+            p.suffix in (".yaml", ".yml") or ansible.is_candidate(p)))
         if not files:
-            return [], "%s: no *.yaml or *.yml files in this folder" % path
+            return [], "%s: no *.yaml, *.yml or *.ini files in this folder" % path
         return files, None
     if not path.exists():
         return [], "%s: file not found" % path
@@ -172,6 +189,9 @@ def _expand(path):
 
 def _load_file(file, problems):
     """(name, Device or None when invalid) for each entry of one file; appends its problems."""
+    entries = ansible.load_if_ansible(file, problems)   # an Ansible INI or YAML inventory
+    if entries is not None:
+        return entries
     try:
         data = load_yaml(file)
     except ConfigError as exc:

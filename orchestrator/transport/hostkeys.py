@@ -1,4 +1,4 @@
-"""SSH targets and host keys: resolve a device (ssh_config alias), open a socket, fetch and trust keys.
+"""SSH host keys: open a socket to a target, fetch its key, and trust it on request.
 
 Host keys are checked strictly (known_hosts + RejectPolicy). This module builds the HostKeyError
 messages (fingerprint and the exact fix) and implements `benchfleet devices trust NAME`.
@@ -6,60 +6,14 @@ messages (fingerprint and the exact fix) and implements `benchfleet devices trus
 
 import os
 import socket
-from dataclasses import dataclass, field
 
 import paramiko
 
 from orchestrator.errors import HostKeyError, TransportError
+from orchestrator.transport.target import resolve_target
 
-DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 # A silently cut link fails a blocked send after this long instead of ~16 min of retransmits.
 TCP_USER_TIMEOUT_MS = 10_000
-
-
-@dataclass
-class Target:
-    """Where a device really is, after its ssh_config alias (if any) is applied."""
-
-    name: str                    # device name, for messages
-    conn_host: str               # what fabric.Connection gets (the alias when there is one)
-    host: str                    # resolved HostName (what known_hosts is keyed on)
-    port: int
-    user: str | None
-    connect_timeout: float
-    known_hosts: str
-    proxy: bool = False          # ProxyCommand/ProxyJump: fabric opens the socket itself
-    ssh_config: dict = field(default_factory=dict)
-
-
-def fabric_config(ssh_config_path=None):
-    """A fabric Config that loads ~/.ssh/config (or ssh_config_path) so aliases resolve."""
-    from fabric import Config
-    if ssh_config_path:
-        return Config(runtime_ssh_path=os.path.expanduser(str(ssh_config_path)))
-    return Config()
-
-
-def resolve_target(device, config=None):
-    """Target for device: its ssh_alias's HostName/Port/User win, device fields fill the gaps."""
-    config = config or fabric_config()
-    alias = getattr(device, "ssh_alias", None)
-    conn_host = alias or device.host
-    if not conn_host:
-        raise TransportError(device.name, "no host: set host or ssh_alias in the inventory")
-    lookup = dict(config.base_ssh_config.lookup(conn_host))
-    if alias:
-        port = int(lookup.get("port") or getattr(device, "port", None) or 22)
-        user = lookup.get("user") or getattr(device, "user", None)
-    else:
-        port = int(getattr(device, "port", None) or lookup.get("port") or 22)
-        user = getattr(device, "user", None) or lookup.get("user")
-    timeout = getattr(device, "connect_timeout_s", None) or float(lookup.get("connecttimeout", 10))
-    known = getattr(device, "known_hosts", None) or DEFAULT_KNOWN_HOSTS
-    return Target(device.name, conn_host, lookup.get("hostname", conn_host), port, user,
-                  float(timeout), os.path.expanduser(str(known)),
-                  proxy=bool(lookup.get("proxyjump") or lookup.get("proxycommand")),
-                  ssh_config=lookup)
 
 
 def known_hosts_name(host, port):
@@ -68,7 +22,8 @@ def known_hosts_name(host, port):
 
 
 def open_socket(target):
-    """TCP socket to the target with TCP_USER_TIMEOUT and keepalive set (see RELIABILITY.md)."""
+    """TCP socket to the target with TCP_USER_TIMEOUT and keepalive set: keepalives alone never
+    give up on a silently cut link (paramiko), a blocked send with TCP_USER_TIMEOUT does."""
     sock = socket.create_connection((target.host, target.port), timeout=target.connect_timeout)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -104,10 +59,10 @@ def unknown_host_error(target, key):
         "  server key: %s\n"
         "  check this fingerprint on the device (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then "
         "trust it with:\n"
-        "    benchfleet devices trust %s\n"
+        "    benchfleet devices trust %s%s\n"
         "  or: ssh-keyscan -p %d %s >> %s"
-    ) % (target.host, target.port, target.known_hosts, shown, target.name, target.port,
-         target.host, target.known_hosts))
+    ) % (target.host, target.port, target.known_hosts, shown, target.name, target.cli_flag,
+         target.port, target.host, target.known_hosts))
 
 
 def changed_host_error(target, exc):
@@ -119,21 +74,36 @@ def changed_host_error(target, exc):
         "  If the device was reinstalled, verify the new fingerprint on the device itself, then "
         "remove the old entry:\n"
         "    ssh-keygen -R '%s' -f %s\n"
-        "  and run: benchfleet devices trust %s"
+        "  and run: benchfleet devices trust %s%s"
     ) % (target.host, target.port, target.known_hosts, describe_key(exc.expected_key),
          describe_key(exc.key), known_hosts_name(target.host, target.port), target.known_hosts,
-         target.name))
+         target.name, target.cli_flag))
 
 
-def trust_host_key(device, known_hosts_path=None, config=None):
+class TrustRefused(TransportError):
+    """The user did not confirm a new host key (benchfleet devices add without --yes)."""
+
+
+def trust_host_key(device, known_hosts_path=None, config=None, confirm=None):
     """Fetch the device's host key and append it to known_hosts; return its SHA256 fingerprint.
 
+    confirm: callable(target, key) -> bool, asked before a new key is written (None: trust).
     An entry already present with the same key is left alone; a different key of the same type
     raises HostKeyError (changed) rather than being overwritten.
+
+    Raises:
+        TransportError: the key cannot be fetched. HostKeyError: the key changed.
+        TrustRefused: confirm said no.
     """
     target = resolve_target(device, config)
     if known_hosts_path:
         target.known_hosts = os.path.expanduser(str(known_hosts_path))
+    if target.proxy:
+        raise TransportError(device.name, "cannot fetch a host key through %s; run ssh-keyscan "
+                             "-p %d %s on the jump host and add its output to %s"
+                             % ("ProxyJump " + target.proxy_jump if target.proxy_jump
+                                else "a ProxyCommand", target.port, target.host,
+                                target.known_hosts))
     try:
         key = fetch_host_key(target)
     except (OSError, paramiko.SSHException, EOFError) as exc:
@@ -144,12 +114,14 @@ def trust_host_key(device, known_hosts_path=None, config=None):
     known = paramiko.HostKeys()
     if os.path.exists(path):
         known.load(path)
-    entry = known.lookup(name) or {}
-    old = entry.get(key.get_name())
+    old = (known.lookup(name) or {}).get(key.get_name())
     if old is not None:
         if old == key:
             return key.fingerprint
         raise changed_host_error(target, paramiko.BadHostKeyException(name, key, old))
+    if confirm is not None and not confirm(target, key):
+        raise TrustRefused(device.name, "host key %s of %s:%d not trusted; nothing was written"
+                           % (describe_key(key), target.host, target.port))
     _append_line(path, "%s %s %s\n" % (name, key.get_name(), key.get_base64()))
     return key.fingerprint
 

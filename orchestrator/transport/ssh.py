@@ -1,8 +1,9 @@
-"""SshTransport: a device over SSH with fabric/paramiko, hardened per shared/RELIABILITY.md.
+"""SshTransport: a device over SSH with fabric/paramiko, hardened against their known traps.
 
-Strict host keys (known_hosts + a RejectPolicy, never AutoAdd), a TCP_USER_TIMEOUT socket, a
-timeout on every command, quoted argv/env, SFTP without prefetch, and every paramiko/socket
-error mapped to the OrchestratorError tree in one function (map_error).
+Strict host keys (known_hosts + a RejectPolicy, never AutoAdd; jump hosts too), a
+TCP_USER_TIMEOUT socket, a timeout on every command, quoted argv/env, SFTP without prefetch,
+and every paramiko/socket error mapped to the OrchestratorError tree in one function (map_error).
+Where the device is (inventory over ssh_config) is decided in target.py.
 """
 
 import contextlib
@@ -17,8 +18,9 @@ import invoke
 import paramiko
 
 from orchestrator.errors import CommandTimeout, TransportError
-from orchestrator.transport.hostkeys import (changed_host_error, fabric_config, open_socket, resolve_target,
-                                   trust_host_key, unknown_host_error)
+from orchestrator.transport.hostkeys import (changed_host_error, known_hosts_name, open_socket,
+                                             trust_host_key, unknown_host_error)
+from orchestrator.transport.target import fabric_config, resolve_target
 from orchestrator.transport.base import Result, Transport, check_env, command_line
 
 __all__ = ["SshTransport", "map_error", "trust_host_key"]
@@ -30,7 +32,16 @@ KEEPALIVE_S = 5  # traffic for TCP_USER_TIMEOUT to act on when the link goes qui
 class _UnknownHostKey(paramiko.SSHException):
     def __init__(self, hostname, key):
         paramiko.SSHException.__init__(self, "Server %r not found in known_hosts" % hostname)
-        self.key = key
+        self.hostname, self.key = hostname, key
+
+
+def _unknown_jump_host(target, exc):
+    from orchestrator.errors import HostKeyError
+    return HostKeyError(target.name, "host key of jump host %s (ProxyJump %s) is not in %s "
+                        "(refusing to connect).\n  server key: %s %s\n  check it on the jump "
+                        "host, then add it: ssh-keyscan the jump host >> %s"
+                        % (exc.hostname, target.proxy_jump, target.known_hosts,
+                           exc.key.get_name(), exc.key.fingerprint, target.known_hosts))
 
 
 class _RejectAndRecord(paramiko.RejectPolicy):
@@ -47,6 +58,8 @@ def map_error(target, exc, action):
     if isinstance(exc, TransportError):
         return exc
     if isinstance(exc, _UnknownHostKey):
+        if exc.hostname != known_hosts_name(target.host, target.port):
+            return _unknown_jump_host(target, exc)
         return unknown_host_error(target, exc.key)
     if isinstance(exc, paramiko.BadHostKeyException):
         return changed_host_error(target, exc)
@@ -116,23 +129,22 @@ class SshTransport(Transport):
         raise AssertionError("unreachable")
 
     def _open_once(self):
-        from fabric import Connection
         t = self.target
-        kwargs = {"banner_timeout": t.connect_timeout, "auth_timeout": t.connect_timeout}
-        identity = getattr(self.device, "identity_file", None)
-        if identity:
-            kwargs.update(key_filename=[os.path.expanduser(identity)], allow_agent=False,
-                          look_for_keys=False)
+        kwargs = self._connect_kwargs()
+        if t.identity_files:
+            kwargs["key_filename"] = list(t.identity_files)
+            if t.sources.get("identity_file") == "inventory":
+                # A key written in the inventory is the key: no agent or default keys besides.
+                kwargs.update(allow_agent=False, look_for_keys=False)
         sock = None
-        if not t.proxy:
+        gateway = False   # False, not None: fabric would build its own jump hosts (AutoAdd)
+        if t.proxy_jump:
+            gateway = self._jump_chain(t.proxy_jump)
+        elif t.proxy_command:
+            gateway = t.proxy_command
+        else:
             sock = kwargs["sock"] = open_socket(t)
-        conn = Connection(t.conn_host, user=t.user, port=t.port, config=self._config,
-                          forward_agent=False, connect_timeout=max(1, math.ceil(t.connect_timeout)),
-                          connect_kwargs=kwargs)
-        # Fabric's defaults are AutoAddPolicy and no known_hosts; both replaced before open().
-        if os.path.exists(t.known_hosts):
-            conn.client.load_system_host_keys(t.known_hosts)
-        conn.client.set_missing_host_key_policy(_RejectAndRecord())
+        conn = self._strict(t.conn_host, gateway, kwargs, user=t.user, port=t.port)
         opened = False
         try:
             conn.open()
@@ -146,16 +158,44 @@ class SshTransport(Transport):
                 if sock is not None:
                     sock.close()
 
+    def _connect_kwargs(self):
+        timeout = self.target.connect_timeout
+        return {"banner_timeout": timeout, "auth_timeout": timeout}
+
+    def _strict(self, host, gateway, connect_kwargs, **fields):
+        """A fabric Connection that checks host keys against known_hosts and refuses unknown ones.
+
+        Fabric's defaults are AutoAddPolicy and no known_hosts; both are replaced before open().
+        """
+        from fabric import Connection
+        t = self.target
+        conn = Connection(host, config=self._config, gateway=gateway, forward_agent=False,
+                          connect_timeout=max(1, math.ceil(t.connect_timeout)),
+                          connect_kwargs=connect_kwargs, **fields)
+        if os.path.exists(t.known_hosts):
+            conn.client.load_system_host_keys(t.known_hosts)
+        conn.client.set_missing_host_key_policy(_RejectAndRecord())
+        return conn
+
+    def _jump_chain(self, proxy_jump):
+        """Strict connections for ProxyJump "a,b" (a first): each hop's own ssh_config entry
+        applies, as with OpenSSH, but its host key is checked like the device's."""
+        gateway = False
+        for hop in [h.strip() for h in proxy_jump.split(",") if h.strip()]:
+            gateway = self._strict(hop, gateway, self._connect_kwargs())
+        return gateway
+
     def is_active(self):
         return self._conn is not None and self._conn.is_connected
 
     def close(self):
         conn, self._conn = self._conn, None
-        if conn is not None:
+        while conn is not None:   # the device's connection, then each jump host's
             try:
                 conn.close()
             finally:
                 conn.client.close()
+            conn = conn.gateway if not isinstance(conn.gateway, (str, bool)) else None
 
     def _sftp(self):
         return self._connection().sftp()
