@@ -11,6 +11,7 @@ import pytest
 
 from fixtures_models import (TEST_CACHE, TINY_VARIANTS, onnx_tools_installed,  # noqa: F401
                              tiny_models, tiny_onnx)  # fixtures
+from extras import needs
 from orchestrator.models import artifacts, child, movenet, zoo
 from orchestrator.errors import ConfigError, ModelBuildError
 
@@ -91,6 +92,7 @@ def test_fresh_builds_are_bit_reproducible(tiny_models, fresh_tiny):
 
 
 @pytest.mark.slow
+@needs("tensorflow")
 def test_build_progress_reports_each_variant_in_build_order(fresh_tiny):
     built, errors, events = fresh_tiny
     onnx_ok = onnx_tools_installed()
@@ -197,6 +199,7 @@ def test_missing_tensorflow_says_how_to_get_it(tmp_path, monkeypatch):
     assert "pip install 'benchfleet[tensorflow]'" in zoo.progress_line(events[0])
 
 
+@needs("tensorflow")
 @pytest.mark.parametrize("name,side", [("movenet-thunder", 256), ("movenet-lightning", 192)])
 def test_full_size_models_have_movenet_input_and_stride_4_heads(name, side):
     net = movenet.keras_heads(name, zoo.DEFAULT_SEED)  # the graph only: no conversion
@@ -206,6 +209,7 @@ def test_full_size_models_have_movenet_input_and_stride_4_heads(name, side):
 
 
 @pytest.mark.slow
+@needs("tensorflow", "ai_edge_litert")
 @pytest.mark.parametrize("name,side", [("movenet-thunder", 256), ("movenet-lightning", 192)])
 def test_full_size_tflite_fp32_builds(name, side):
     art = zoo.build_model(name, "tflite-fp32", cache_dir=TEST_CACHE)
