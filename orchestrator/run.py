@@ -7,6 +7,7 @@ anything later can fail.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import sys
 import threading
@@ -30,8 +31,9 @@ class RunSummary:
     results: list = field(default_factory=list)        # records.Result
     device_errors: dict = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def rows(self) -> list:
+        """One flat report row per result (made once, after the results are all in)."""
         from orchestrator import report
         return [report.flat_row(r) for r in self.results]
 

@@ -3,6 +3,8 @@ SSH with strict host keys (ssh, hostkeys). make_transport picks one for a device
 
 from orchestrator.transport.base import Result, Transport, command_line
 
+__all__ = ["Result", "Transport", "command_line", "make_transport"]
+
 
 def make_transport(device, **kwargs):
     """LocalTransport for `transport: local`, else SshTransport (kwargs go to SshTransport)."""
