@@ -74,6 +74,12 @@ def test_devices_list_shows_only_set_up_devices_by_default_and_examples_on_reque
     assert rows["rpi4-coral"]["fields"]["user"] == {"value": "pi", "source": "inventory"}
 
 
+def test_a_plan_without_dash_i_covers_only_the_devices_set_up_in_inventory():
+    proc = cli("plan", "suites/quickstart.yaml", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [d["name"] for d in json.loads(proc.stdout)["devices"]] == ["localhost"]
+
+
 def test_validate_accepts_examples_and_names_every_bad_file(tmp_path):
     ok = cli("validate", "suites/quickstart.yaml", "suites/movenet.yaml", "-i", "inventory",
              "-i", "inventory/examples")

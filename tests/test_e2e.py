@@ -183,7 +183,8 @@ def test_bad_device_fails_its_rows_and_never_stops_the_others(tmp_path, ssh_lab)
     assert "Traceback" not in proc.stderr   # one line per bad device, no library noise
     assert rows["stranger"]["status"] == "failed"
     assert "SHA256:" in rows["stranger"]["reason"]       # the fingerprint to check
-    assert "devices trust" in rows["stranger"]["reason"]  # and how to trust it
+    # and how to trust it, with the -i this run was given, ready to paste
+    assert "benchfleet devices trust stranger -i %s" % inv_path in rows["stranger"]["reason"]
     assert (tmp_path / "empty_kh").read_text() == ""      # never added silently
 
 
