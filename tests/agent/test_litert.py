@@ -17,7 +17,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 from fixtures_models import tiny_models  # noqa: E402,F401 - a fixture
 
-from agent_helpers import FAST_SETTINGS, REPO, make_job, run_agent  # noqa: E402
+from agent_helpers import (FAST_SETTINGS, REPO, make_job,  # noqa: E402
+                           reasons_besides_noise, run_agent)
 from test_tflite_model import craft_model  # noqa: E402
 
 from agent import schema, tflite_model  # noqa: E402
@@ -156,7 +157,7 @@ def test_agent_runs_fp32_and_int8_with_litert_and_records_threads(tiny_models, w
     for case_id, threads in (("c-fp32", 2), ("c-int8", 1)):
         doc = docs[case_id]
         assert doc["status"] == "ok", doc["reason"]
-        assert doc["validity"]["status"] == "VALID", doc["validity"]["reasons"]
+        assert reasons_besides_noise(doc) == []
         assert doc["runtime"]["version"] == litert.__version__
         assert doc["runtime"]["delegate"] == "litert-cpu"
         assert doc["runtime"]["options"] == {"accelerator": "cpu", "cpu_fallback": True,

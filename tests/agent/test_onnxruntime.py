@@ -9,7 +9,8 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
-from agent_helpers import FAST_SETTINGS, REPO, make_job, run_agent  # noqa: E402
+from agent_helpers import (FAST_SETTINGS, REPO, make_job,  # noqa: E402
+                           reasons_besides_noise, run_agent)
 from fixtures_models import TEST_CACHE, tiny_onnx  # noqa: E402,F401 - a fixture
 
 from agent import schema  # noqa: E402
@@ -103,7 +104,7 @@ def test_missing_cuda_provider_makes_the_result_invalid_and_shows_in_runtime(onn
 def test_profile_true_keeps_a_chrome_trace_next_to_the_result(onnx_file, workdir):
     out, docs = run_job(workdir, [ort_case(onnx_file, 1, case_id="c-prof", profile=True),
                                   ort_case(onnx_file, 1, case_id="c-plain")])
-    assert docs["c-prof"]["validity"]["status"] == "VALID"
+    assert reasons_besides_noise(docs["c-prof"]) == []
     assert docs["c-prof"]["environment"]["artifacts"] == {"profile.json": "c-prof.profile.json"}
     with open(os.path.join(out, "c-prof.profile.json")) as f:
         trace = json.load(f)
