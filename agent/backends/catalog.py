@@ -271,13 +271,16 @@ BACKENDS = (
     BackendSpec(
         "edgetpu", "agent.backends.edgetpu", "EdgeTPUBackend", ("tflite",),
         "Edge TPU-compiled .tflite on a Coral via pycoral or libedgetpu; TPU segments vs CPU ops",
-        accelerator="edgetpu", modules=("pycoral",) + _TFLITE_MODULES,
-        reason="neither pycoral nor a TFLite runtime is installed",
+        # Only these drive libedgetpu: ai_edge_litert and full TensorFlow are refused (edgetpu.py).
+        accelerator="edgetpu", modules=("pycoral", "tflite_runtime"),
+        reason="neither pycoral nor tflite_runtime is installed",
         hint="sudo apt-get install python3-pycoral (Coral apt repository)",
         rules=(needs_edgetpu,),
         options=(
             Option("device", "str", help='which Edge TPU: "usb", "usb:0", "pci:0" (default any)'),
             Option("xnnpack", "bool", True, "XNNPACK for the ops left on the CPU"),
+            Option("allow_untested_tflite", "bool", False,
+                   "run with a tflite_runtime newer than 2.11 (a libedgetpu built against it)"),
             _REQUIRE_FULL,
         )),
     BackendSpec(

@@ -18,14 +18,14 @@ _RUNTIMES = (
 )
 
 
-def import_interpreter():
-    """(interpreter module, module name, version) of the first TFLite runtime that imports.
+def import_interpreter(runtimes=_RUNTIMES):
+    """(interpreter module, module name, version) of the first of runtimes that imports.
 
     Raises:
         BackendUnavailable: none of them is installed.
     """
     import importlib
-    for module_name, package in _RUNTIMES:
+    for module_name, package in runtimes:
         try:
             module = importlib.import_module(module_name)
         except ImportError:
@@ -34,8 +34,14 @@ def import_interpreter():
         version = getattr(top, "__version__", None) or getattr(module, "__version__", None)
         return module, module_name, str(version) if version else None
     raise BackendUnavailable(
-        "no TFLite runtime: ai_edge_litert, tflite_runtime and tensorflow are not installed",
+        "no TFLite runtime: %s not installed" % _listed([p for _, p in runtimes]),
         hint="pip install ai-edge-litert  (or tflite-runtime on Python <= 3.11)")
+
+
+def _listed(names):
+    if len(names) == 1:
+        return names[0] + " is"
+    return ", ".join(names[:-1]) + " and " + names[-1] + " are"
 
 
 def read_model_info(path):

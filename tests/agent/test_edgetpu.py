@@ -68,14 +68,18 @@ def job_case(case_id, path, backend, options=None):
     return doc
 
 
-def agent_results(workdir, cases, env=None):
+def agent_results(workdir, cases, env=None, path=()):
+    """Runs the agent on cases; env: its environment (a stub library's folder on
+    LD_LIBRARY_PATH), path: folders put before the repo on PYTHONPATH (a tflite_runtime)."""
     job_path, out = workdir(make_job(cases))
-    if env is None:
+    if env is None and not path:
         proc = run_agent(["run", job_path, "--out", out])
-    else:  # the same command, with the dynamic loader pointed at a stub library
+    else:
+        pythonpath = os.pathsep.join([str(p) for p in path] + [REPO])
         proc = subprocess.run([sys.executable, "-m", "agent", "run", job_path, "--out", out],
-                              cwd=REPO, env=dict(env, PYTHONPATH=REPO), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+                              cwd=REPO, env=dict(env or os.environ, PYTHONPATH=pythonpath),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=120)
     assert proc.returncode == schema.EXIT_OK, proc.stderr
     docs = {}
     for c in cases:
@@ -83,6 +87,38 @@ def agent_results(workdir, cases, env=None):
         assert schema.check_result(doc) == [], doc
         docs[c["case_id"]] = doc
     return docs
+
+
+def tflite_runtime_of_version(tmp_path, version):
+    """A folder holding a package `tflite_runtime` of the given version. The real tflite-runtime
+    (2.14 at the newest, built for numpy 1) cannot run beside this machine's numpy 2, so this
+    one is ai_edge_litert's interpreter module under tflite_runtime's name: the same
+    load_delegate and Interpreter API, as pycoral's pinned tflite_runtime has."""
+    folder = tmp_path / ("tflite-runtime-" + version)
+    package = folder / "tflite_runtime"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("__version__ = %r\n" % version)
+    (package / "interpreter.py").write_text(
+        "from ai_edge_litert.interpreter import *  # noqa\n"
+        "from ai_edge_litert.interpreter import Interpreter, load_delegate  # noqa\n")
+    return folder
+
+
+@pytest.fixture
+def with_tflite_runtime(tmp_path, monkeypatch):
+    """Makes `import tflite_runtime` give a package of the version asked, in this process."""
+    pytest.importorskip("ai_edge_litert.interpreter")
+
+    def install(version):
+        monkeypatch.syspath_prepend(str(tflite_runtime_of_version(tmp_path, version)))
+        for name in TFLITE_RUNTIME_MODULES:
+            monkeypatch.delitem(sys.modules, name, raising=False)
+    yield install
+    for name in TFLITE_RUNTIME_MODULES:  # imported from the folder: gone with it
+        sys.modules.pop(name, None)
+
+
+TFLITE_RUNTIME_MODULES = ("tflite_runtime", "tflite_runtime.interpreter")
 
 
 @pytest.fixture
@@ -132,9 +168,11 @@ def test_edgetpu_refuses_a_file_that_is_not_tflite(tmp_path):
         EdgeTPUBackend(case(), None).load()
 
 
-def test_edgetpu_without_library_is_skipped_with_install_hint_no_hardware(compiled):
+def test_edgetpu_without_library_is_skipped_with_install_hint_no_hardware(compiled,
+                                                                          with_tflite_runtime):
     if has_libedgetpu():
         pytest.skip("libedgetpu is installed here")
+    with_tflite_runtime("2.5.0.post1")  # pycoral's pin
     with pytest.raises(BackendUnavailable) as info:
         EdgeTPUBackend(case(), str(compiled)).load()
     assert info.value.reason == "%s not found" % EDGETPU_LIBRARY
@@ -143,12 +181,14 @@ def test_edgetpu_without_library_is_skipped_with_install_hint_no_hardware(compil
 
 
 def test_agent_run_of_edgetpu_case_without_library_is_skipped_with_reason_and_hint_no_hardware(
-        workdir, compiled, tiny_models):
+        workdir, compiled, tiny_models, tmp_path):
     if has_libedgetpu():
         pytest.skip("libedgetpu is installed here")
+    pytest.importorskip("ai_edge_litert.interpreter")
     docs = agent_results(workdir, [
         job_case("c-tpu", compiled, "edgetpu"),
-        job_case("c-plain", tiny_models["tflite-int8"].local_path, "edgetpu")])
+        job_case("c-plain", tiny_models["tflite-int8"].local_path, "edgetpu")],
+        path=[tflite_runtime_of_version(tmp_path, "2.11.0")])
     tpu, plain = docs["c-tpu"], docs["c-plain"]
     assert (tpu["status"], tpu["reason"]) == ("skipped", "libedgetpu.so.1 not found")
     assert tpu["hint"].startswith("sudo apt-get install libedgetpu1-std")
@@ -158,14 +198,70 @@ def test_agent_run_of_edgetpu_case_without_library_is_skipped_with_reason_and_hi
 
 def test_edgetpu_library_without_a_tpu_is_skipped_with_plug_in_hint_stub_library(
         workdir, compiled, tmp_path):
+    pytest.importorskip("ai_edge_litert.interpreter")
     lib = stub_library(tmp_path, EDGETPU_LIBRARY, "STUB_NO_DEVICE")
     env = dict(os.environ, LD_LIBRARY_PATH=str(lib.parent))
     doc = agent_results(workdir, [job_case("c-tpu", compiled, "edgetpu", {"device": "usb:0"})],
-                        env=env)["c-tpu"]
+                        env=env, path=[tflite_runtime_of_version(tmp_path, "2.11.0")])["c-tpu"]
     assert doc["status"] == "skipped"
     assert doc["reason"] == "no Edge TPU attached (device usb:0: Failed to open an Edge TPU device)"
     assert doc["hint"] == ("plug in the Coral USB Accelerator (use a USB 3 port) and check "
                            "`lsusb | grep -E '1a6e:089a|18d1:9302'`")
+
+
+def test_edgetpu_refuses_ai_edge_litert_before_loading_libedgetpu_stub_library(
+        compiled, tmp_path, monkeypatch):
+    """The old code loaded the delegate through ai_edge_litert (TFLite 2.16+), which libedgetpu
+    users report segfaulting; now the case is skipped with the reason before any library loads."""
+    pytest.importorskip("ai_edge_litert.interpreter")
+    for name in TFLITE_RUNTIME_MODULES + ("pycoral",):  # not installed
+        monkeypatch.setitem(sys.modules, name, None)
+    loaded = []
+    monkeypatch.setattr("agent.backends.edgetpu.open_library", loaded.append)
+    with pytest.raises(BackendUnavailable) as info:
+        EdgeTPUBackend(case(), str(compiled)).load()
+    assert info.value.reason.startswith(
+        "the Edge TPU needs pycoral or tflite_runtime; ai_edge_litert ")
+    assert "full TensorFlow does not work with it" in info.value.reason
+    assert info.value.hint.startswith("sudo apt-get install python3-pycoral")
+    assert loaded == []
+
+
+def test_edgetpu_refuses_tflite_runtime_newer_than_2_11_unless_allowed_stub_library(
+        compiled, tmp_path, with_tflite_runtime, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pycoral", None)
+    with_tflite_runtime("2.14.0")
+    with pytest.raises(BackendUnavailable) as info:
+        EdgeTPUBackend(case(), str(compiled)).load()
+    assert info.value.reason == ("tflite_runtime 2.14.0 is newer than 2.11, the newest known to "
+                                 "work with libedgetpu (newer ones are reported to segfault)")
+    assert info.value.hint.endswith("or set options.allow_untested_tflite: true for a libedgetpu "
+                                    "built against tflite_runtime 2.14.0")
+    # Allowed: it goes on to load the library (a stub that finds no TPU).
+    lib = stub_library(tmp_path, EDGETPU_LIBRARY, "STUB_NO_DEVICE")
+    monkeypatch.setattr("agent.backends.edgetpu.EDGETPU_LIBRARY", str(lib))
+    backend = EdgeTPUBackend(case(options={"allow_untested_tflite": True}), str(compiled))
+    with pytest.raises(BackendUnavailable) as info:
+        backend.load()
+    assert info.value.reason == "no Edge TPU attached (Failed to open an Edge TPU device)"
+    assert backend._runtime == ("tflite_runtime.interpreter", "2.14.0")
+
+
+def test_edgetpu_without_pycoral_or_tflite_runtime_names_both(compiled, monkeypatch):
+    for name in TFLITE_RUNTIME_MODULES + ("pycoral", "ai_edge_litert",
+                                          "ai_edge_litert.interpreter", "tensorflow",
+                                          "tensorflow.lite.python.interpreter"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(BackendUnavailable) as info:
+        EdgeTPUBackend(case(), str(compiled)).load()
+    assert info.value.reason == "neither pycoral nor tflite_runtime is installed"
+    assert info.value.hint.startswith("sudo apt-get install python3-pycoral")
+
+
+def test_tflite_version_used_with_the_edge_tpu_is_recorded_fake_tpu_interpreter(compiled):
+    backend = loaded_with_fake_tpu(compiled, {})
+    backend._runtime = ("tflite_runtime.interpreter", "2.5.0.post1")
+    assert backend.describe()["delegation"]["tflite_runtime"] == "2.5.0.post1"
 
 
 class FakeTPUInterpreter(object):
