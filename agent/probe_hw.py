@@ -22,8 +22,10 @@ JETPACK_MAJOR = {28: "3", 31: "4", 32: "4", 34: "5", 35: "5", 36: "6", 38: "7"}
 JETPACK_EXACT = {
     "32.4.3": "4.4", "32.4.4": "4.4.1", "32.5.0": "4.5", "32.5.1": "4.5.1", "32.6.1": "4.6",
     "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4", "32.7.5": "4.6.5",
+    "32.7.6": "4.6.6",
     "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3",
-    "35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
+    "35.6.0": "5.1.4", "35.6.1": "5.1.5",
+    "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1",
 }
 
 CORAL_USB_IDS = {
@@ -380,6 +382,24 @@ def _listdir(folder):
         return []
 
 
+# INA3221 hwmon ABI (Documentation/hwmon/ina3221.rst): channels 1-3 are the rails, inN_label names
+# them, in1-3_input is bus voltage (mV), curr1-3_input current (mA); in4-6_input are their shunt
+# voltages (uV). in7_input is the sum of shunt voltages (uV, labelled by in7_label) and curr4_input
+# the sum of currents (mA, only when every shunt resistor is the same): a sum, never a rail.
+INA3221_RAILS = (1, 2, 3)
+
+
+def _ina3221_sum(root, folder):
+    files = dict((q, os.path.join(folder, name)) for q, name in
+                 (("current_ma", "curr4_input"), ("shunt_uv", "in7_input")))
+    files = dict((q, p) for q, p in files.items() if os.path.exists(p))
+    if not files:
+        return None
+    return {"label": _read(folder, "in7_label") or "sum of shunt voltages",
+            "readable": all(_int(fsutil.read_text(p)) is not None for p in files.values()),
+            "files": dict((q, device_path(root, p)) for q, p in files.items())}
+
+
 def _hwmon_sensors(root):
     sensors = []
     for folder in sorted(glob.glob(os.path.join(root, "sys/class/hwmon/hwmon*"))):
@@ -387,15 +407,25 @@ def _hwmon_sensors(root):
         if kind not in INA_NAMES:
             continue
         names = " ".join(_listdir(folder))
-        for n in sorted(set(int(n) for n in re.findall(r"(?:curr|power)(\d+)_input", names))):
+        channels = sorted(set(int(n) for n in re.findall(r"(?:curr|power)(\d+)_input", names)))
+        chip_sum = None
+        if kind == "ina3221":
+            channels = [n for n in channels if n in INA3221_RAILS]
+            chip_sum = _ina3221_sum(root, folder)
+        for n in channels:
             # A rail has a current or power file; voltage-only channels (INA2xx in0, INA3221
-            # in4-in6) are shunt voltages, not rails.
+            # in4-in7) are shunt voltages, not rails.
             files = dict((q, os.path.join(folder, "%s%d_input" % (prefix, n))) for q, prefix in
                          (("voltage_mv", "in"), ("current_ma", "curr"), ("power_uw", "power")))
             files = dict((q, p) for q, p in files.items() if os.path.exists(p))
             label = (_read(folder, "in%d_label" % n) or _read(folder, "curr%d_label" % n)
                      or "%s ch%d" % (kind, n))
-            sensors.append(_sensor(root, kind, folder, label, files))
+            if kind == "ina3221" and label.upper() == "NC":  # Jetson: channel not connected
+                continue
+            sensor = _sensor(root, kind, folder, label, files)
+            if kind == "ina3221":
+                sensor["sum"] = chip_sum  # the chip's sum channel, shared by its rails
+            sensors.append(sensor)
     return sensors
 
 
@@ -413,10 +443,25 @@ def _iio_sensors(root):
     return sensors
 
 
+def _power_w(values):
+    """Watts from one reading of a rail's files: its power file, else bus voltage times current."""
+    if values.get("power_uw") is not None:
+        return values["power_uw"] / 1e6
+    if values.get("power_mw") is not None:
+        return values["power_mw"] / 1e3
+    if values.get("voltage_mv") is not None and values.get("current_ma") is not None:
+        return values["voltage_mv"] * values["current_ma"] / 1e6
+    return None
+
+
 def _sensor(root, kind, folder, label, files):
-    readable = bool(files) and all(_int(fsutil.read_text(p)) is not None for p in files.values())
-    return {"kind": kind, "path": device_path(root, folder), "label": label, "readable": readable,
-            "files": dict((q, device_path(root, p)) for q, p in files.items())}
+    values = dict((q, _int(fsutil.read_text(p))) for q, p in files.items())
+    readable = bool(files) and all(v is not None for v in values.values())
+    sensor = {"kind": kind, "path": device_path(root, folder), "label": label, "readable": readable,
+              "files": dict((q, device_path(root, p)) for q, p in files.items())}
+    if kind != "rapl":
+        sensor["power_w"] = _power_w(values) if readable else None  # one reading, at probe time
+    return sensor
 
 
 def _rapl_sensors(root):
@@ -434,5 +479,6 @@ def _rapl_sensors(root):
 
 
 def power_sensors(root="/"):
-    """INA rails (hwmon, Jetson IIO) and RAPL zones: [{"kind","path","label","readable","files"}]."""
+    """INA rails (hwmon, Jetson IIO) and RAPL zones: [{"kind","path","label","readable","files"}];
+    INA rails add "power_w" (one reading) and INA3221 hwmon rails "sum" (the chip's sum channel)."""
     return _hwmon_sensors(root) + _iio_sensors(root) + _rapl_sensors(root)

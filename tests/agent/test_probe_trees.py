@@ -136,10 +136,60 @@ def test_jetson_orin_fake_tree_lists_hwmon_rails_and_skips_shunt_channels(orin):
                                    "current_ma": "/sys/class/hwmon/hwmon1/curr1_input"}
 
 
+def test_jetson_orin_fake_tree_with_curr4_reports_the_sum_channel_as_a_sum_not_a_rail(tmp_path):
+    # INA3221 hwmon ABI: curr4_input is the sum of the channels' currents and in7_input the sum
+    # of shunt voltages (uV); neither is a rail "ina3221 ch4".
+    root = build(tmp_path, "orin-curr4", trees.make_jetson_orin_jp6, curr4=True)
+    sensors = probe_hw.power_sensors(root)
+    assert [s["label"] for s in sensors] == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]
+    assert not any("/curr4_input" in p or "/in7_input" in p
+                   for s in sensors for p in s["files"].values())
+    expected = {"label": "sum of shunt voltages", "readable": True,
+                "files": {"current_ma": "/sys/class/hwmon/hwmon1/curr4_input",
+                          "shunt_uv": "/sys/class/hwmon/hwmon1/in7_input"}}
+    assert [s["sum"] for s in sensors] == [expected] * 3
+
+
+def test_jetson_orin_fake_tree_rail_power_is_bus_voltage_times_current(orin):
+    sensors = probe.probe(orin)["power_sensors"]
+    assert [s["power_w"] for s in sensors] == [5080 * 1328 / 1e6, 5072 * 320 / 1e6,
+                                               5072 * 504 / 1e6]
+    assert sensors[0]["sum"] == {"label": "sum of shunt voltages", "readable": True,
+                                 "files": {"shunt_uv": "/sys/class/hwmon/hwmon1/in7_input"}}
+
+
+def test_jetson_nano_fake_tree_iio_rail_power_comes_from_its_power_file_in_mw(nano):
+    sensors = probe_hw.power_sensors(nano)
+    assert [s["power_w"] for s in sensors] == [5064 * 912 // 1000 / 1e3,
+                                               5056 * 40 // 1000 / 1e3, 5048 * 280 // 1000 / 1e3]
+    assert all("sum" not in s for s in sensors)  # the ina3221x IIO driver has no sum channel
+
+
+def test_ina3221_channel_labelled_nc_and_channels_past_3_are_not_rails(tmp_path):
+    hw = "sys/class/hwmon/hwmon2/"
+    trees.write(str(tmp_path), hw + "name", "ina3221\n")
+    for n, label in ((1, "VDD_GPU_SOC"), (2, "NC"), (3, None)):
+        if label:
+            trees.write(str(tmp_path), hw + "in%d_label" % n, label + "\n")
+        trees.write(str(tmp_path), hw + "in%d_input" % n, "19000\n")
+        trees.write(str(tmp_path), hw + "curr%d_input" % n, "100\n")
+    trees.write(str(tmp_path), hw + "curr4_input", "200\n")
+    trees.write(str(tmp_path), hw + "in4_input", "40\n")  # shunt voltage of channel 1 (uV)
+    sensors = probe_hw.power_sensors(str(tmp_path))
+    assert [(s["label"], s["power_w"]) for s in sensors] == [("VDD_GPU_SOC", 1.9),
+                                                            ("ina3221 ch3", 1.9)]
+    assert sensors[0]["sum"]["files"] == {"current_ma": "/" + hw + "curr4_input"}
+    assert sensors[0]["sum"]["label"] == "sum of shunt voltages"  # no in7_label: the ABI's name
+
+
 @pytest.mark.parametrize("line, l4t, jetpack, major, hint", [
     ("# R32 (release), REVISION: 7.1, GCID: 1", "32.7.1", "4.6.1", "4", "JetPack 4.6.1"),
     ("# R35 (release), REVISION: 4.1, GCID: 2", "35.4.1", "5.1.2", "5", "JetPack 5.1.2"),
     ("# R36 (release), REVISION: 4.3, GCID: 3", "36.4.3", "6.2", "6", "JetPack 6.2"),
+    # The releases the table lacked: the newest of JetPack 4, 5 and 6.
+    ("# R32 (release), REVISION: 7.6, GCID: 4", "32.7.6", "4.6.6", "4", "JetPack 4.6.6"),
+    ("# R35 (release), REVISION: 6.1, GCID: 5", "35.6.1", "5.1.5", "5", "JetPack 5.1.5"),
+    ("# R36 (release), REVISION: 4.4, GCID: 6", "36.4.4", "6.2.1", "6", "JetPack 6.2.1"),
     ("# R32 (release), REVISION: 9.9", "32.9.9", None, "4", "JetPack 4.x"),
     ("# R99 (release), REVISION: 1.0", "99.1.0", None, None, None),
 ])
