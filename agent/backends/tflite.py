@@ -18,13 +18,16 @@ _RUNTIMES = (
 )
 
 
-def import_interpreter(runtimes=_RUNTIMES):
-    """(interpreter module, module name, version) of the first of runtimes that imports.
+def import_interpreter(runtimes=None):
+    """(interpreter module, module name, version) of the first of runtimes (default _RUNTIMES,
+    looked up at call time) that imports.
 
     Raises:
         BackendUnavailable: none of them is installed.
     """
     import importlib
+    if runtimes is None:
+        runtimes = _RUNTIMES
     for module_name, package in runtimes:
         try:
             module = importlib.import_module(module_name)
