@@ -133,12 +133,32 @@ def needs_nvidia_gpu(probe):
     return None
 
 
+TF_TRT_LAST = (2, 17)  # TensorFlow 2.18+ CUDA builds ship without TensorRT (2.18 release notes)
+
+
+def major_minor(version):
+    """(major, minor) of a version string ('2.7.0+nv22.1' -> (2, 7)), or None if it has none."""
+    match = re.match(r"^\s*(\d+)\.(\d+)", str(version or ""))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def tf_trt_hint(tf_version):
+    """What to install for TF-TRT, given the TensorFlow version found (None: unknown)."""
+    parsed = major_minor(tf_version)
+    if parsed and parsed > TF_TRT_LAST:
+        return ("TF-TRT exists in TensorFlow 2.17 and older only (TensorFlow %s: CUDA builds "
+                "from 2.18 on ship without TensorRT); install a TensorFlow 2.17-or-older build "
+                "with TensorRT (NVIDIA container or JetPack wheel), or take the modern path: the "
+                "tensorrt backend on the model's onnx variant" % tf_version)
+    return "install a TensorFlow build with TensorRT (NVIDIA container or JetPack wheel)"
+
+
 def needs_tf_with_tensorrt(probe):
     tf = (probe.get("runtimes") or {}).get("tensorflow") or {}
     trt = tf.get("tensorrt") if isinstance(tf, dict) else None
     if trt and not trt.get("usable"):
         return ("tensorflow cannot use TensorRT: %s" % (trt.get("reason") or "unknown"),
-                "install a TensorFlow build with TensorRT (NVIDIA container or JetPack wheel)")
+                tf_trt_hint(tf.get("version")))
     return None
 
 

@@ -12,10 +12,10 @@ delegate is loaded, rather than risking a crash that explains nothing.
 """
 
 import platform
-import re
 
 from agent import tflite_model
 from agent.backends.base import BackendUnavailable, BadModel
+from agent.backends.catalog import major_minor
 from agent.backends.tflite import (TFLiteBackend, import_interpreter, open_library,
                                    read_model_info)
 
@@ -59,18 +59,13 @@ def check_tflite(module_name, version, allow_untested):
             "the Edge TPU needs pycoral or tflite_runtime; %s %s is not used with libedgetpu "
             "(full TensorFlow does not work with it, and TFLite newer than 2.11 is known to "
             "crash it)" % (package, version or "?"), hint=RUNTIME_HINT)
-    parsed = _major_minor(version)
+    parsed = major_minor(version)
     if parsed is not None and parsed > NEWEST_KNOWN_GOOD_TFLITE and not allow_untested:
         raise BackendUnavailable(
             "tflite_runtime %s is newer than %d.%d, the newest known to work with libedgetpu "
             "(newer ones are reported to segfault)" % ((version,) + NEWEST_KNOWN_GOOD_TFLITE),
             hint=RUNTIME_HINT + "; or set options.allow_untested_tflite: true for a libedgetpu "
                                 "built against tflite_runtime %s" % version)
-
-
-def _major_minor(version):
-    match = re.match(r"^(\d+)\.(\d+)", str(version or ""))
-    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def tpu_split(model_info):

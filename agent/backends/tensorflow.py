@@ -98,7 +98,7 @@ class TensorFlowBackend(Backend):
             return facts
         facts["version"] = tf.__version__
         facts["built_with_tensorrt"] = _built_with_tensorrt(tf)
-        gpus = tf.config.list_logical_devices("GPU")
+        gpus = list_devices(tf, "GPU", logical=True)
         facts["device"] = gpus[0].name if gpus else "/device:CPU:0"
         facts["provider"] = "GPU" if gpus else "CPU"
         if self._fn is not None:
@@ -110,6 +110,14 @@ class TensorFlowBackend(Backend):
     def close(self):
         self._fn = None
         self._model = None
+
+
+def list_devices(tf, device_type, logical=False):
+    """tf.config.list_{physical,logical}_devices(device_type), on every TensorFlow 2.x: 2.0 has
+    them only under tf.config.experimental (the stable names are 2.1+)."""
+    name = "list_%s_devices" % ("logical" if logical else "physical")
+    fn = getattr(tf.config, name, None) or getattr(tf.config.experimental, name)
+    return fn(device_type)
 
 
 def _built_with_tensorrt(tf):

@@ -8,14 +8,33 @@ import os
 
 from agent.backends import devcache
 from agent.backends.base import BackendUnavailable, BadModel
-from agent.backends.tensorflow import TensorFlowBackend, _built_with_tensorrt, import_tensorflow
+from agent.backends.catalog import major_minor, tf_trt_hint
+from agent.backends.tensorflow import (TensorFlowBackend, _built_with_tensorrt, import_tensorflow,
+                                       list_devices)
 
-HINT = ("install a TensorFlow build with TensorRT (NVIDIA NGC TensorFlow container, or JetPack's "
-        "TensorFlow wheel) and TensorRT")
+HINT = tf_trt_hint(None)  # the hint for a TensorFlow that could have TF-TRT (2.17 and older)
 NO_GPU_HINT = ("run on a host with an NVIDIA GPU and its driver; check `nvidia-smi` and that "
                "TensorFlow sees it: python3 -c \"import tensorflow as tf; "
-               "print(tf.config.list_physical_devices('GPU'))\"")
+               "print(tf.config.experimental.list_physical_devices('GPU'))\"")
 _PRECISION_MODES = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+
+
+def needs_positional_inputs(tf_version):
+    """True when this TensorFlow's TF-TRT calls func(*map(convert_to_tensor, inp)) on each input
+    (before 2.8): inputs must then be tuples in argument order, as a dict passes its keys.
+    From 2.8 on, a dict is passed as keyword arguments. Unknown versions get tuples, which every
+    version accepts."""
+    version = major_minor(tf_version)
+    return version is None or version < (2, 8)
+
+
+def argument_order(fn):
+    """The input names of a signature function in the order its positional arguments take them
+    (the order of the converted function's inputs): fn._arg_keywords where TF has it, else the
+    flattening order of the input dict (sorted names)."""
+    names = sorted(fn.structured_input_signature[1])
+    keywords = list(getattr(fn, "_arg_keywords", None) or ())
+    return keywords if sorted(keywords) == names else names
 
 
 def cache_key(model_sha256, tf_version, trt_version, precision, gpu_name, converter_options):
@@ -66,20 +85,51 @@ def require_tensorrt(tf):
         from tensorflow.python.compiler.tensorrt import trt_convert
     except ImportError as exc:
         raise BackendUnavailable("tensorflow %s has no TF-TRT converter (%s)"
-                                 % (tf.__version__, exc), hint=HINT)
+                                 % (tf.__version__, exc), hint=tf_trt_hint(tf.__version__))
     utils = _py_utils()
     enabled = bool(utils is not None and utils.is_tensorrt_enabled())
     problem = tensorrt_problem(tf.__version__, _built_with_tensorrt(tf), enabled)
     if problem:
-        raise BackendUnavailable(problem, hint=HINT)
-    versions = {"linked": _version_text(utils.get_linked_tensorrt_version),
-                "loaded": _version_text(utils.get_loaded_tensorrt_version)}
-    return trt_convert, versions
+        raise BackendUnavailable(problem, hint=tf_trt_hint(tf.__version__))
+    return trt_convert, tensorrt_versions(utils)
+
+
+def tensorrt_versions(utils=None):
+    """{'linked': str|None, 'loaded': str|None}: the TensorRT TensorFlow was built against and
+    the one it loaded (None where unknown: no TF-TRT utilities, or a build without TensorRT)."""
+    utils = utils if utils is not None else _py_utils()
+    versions = {}
+    for which in ("linked", "loaded"):
+        fn = getattr(utils, "get_%s_tensorrt_version" % which, None)
+        text = _version_text(fn) if fn is not None else None
+        versions[which] = None if text in (None, "", "0.0.0") else text
+    return versions
+
+
+def version_mismatch(exc, tf_version, versions):
+    """BackendUnavailable for TrtGraphConverterV2's 'Incompatible ... TensorRT ...' RuntimeError
+    (loaded TensorRT of another major version than, or older than, the linked one; or older
+    than 7), or None for any other error."""
+    message = str(exc)
+    if "Incompatible" not in message or "TensorRT" not in message:
+        return None
+    linked, loaded = versions.get("linked"), versions.get("loaded")
+    reason = "tensorflow %s refused the loaded TensorRT (%s): loaded %s, built against %s" % (
+        tf_version, message, loaded or "unknown", linked or "unknown")
+    if linked:
+        hint = ("install TensorRT %s, the version tensorflow %s was built against (the same major "
+                "version, %s.x, at %s or newer, also works), and make its libnvinfer the one on "
+                "the library path" % (linked, tf_version, linked.split(".")[0], linked))
+    else:
+        hint = ("install the TensorRT version tensorflow %s was built against (its release notes "
+                "or the NVIDIA container/JetPack it came with say which), and make its libnvinfer "
+                "the one on the library path" % tf_version)
+    return BackendUnavailable(reason, hint=hint)
 
 
 def require_gpu(tf):
     """Name of the first GPU TensorFlow sees, or BackendUnavailable."""
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = list_devices(tf, "GPU")  # TF 2.0 has only tf.config.experimental's
     if not gpus:
         raise BackendUnavailable("no NVIDIA GPU visible to TensorFlow", hint=NO_GPU_HINT)
     try:
@@ -89,15 +139,25 @@ def require_gpu(tf):
     return details.get("device_name") or gpus[0].name
 
 
-def make_converter(trt_convert, source_dir, precision, options):
-    """A TrtGraphConverterV2 for `precision` ('fp32'|'fp16'|'int8') with converter `options`."""
+def make_converter(trt_convert, source_dir, precision, options, tf_version=None):
+    """A TrtGraphConverterV2 for `precision` ('fp32'|'fp16'|'int8') with converter `options`.
+
+    Raises:
+        BackendUnavailable: the constructor refused the loaded TensorRT (not the linked version).
+    """
     params = dict(options, precision_mode=_PRECISION_MODES[precision])
     try:
-        return trt_convert.TrtGraphConverterV2(input_saved_model_dir=source_dir, **params)
-    except TypeError:  # older TF takes these only inside conversion_params
-        conversion = trt_convert.DEFAULT_TRT_CONVERSION_PARAMS._replace(**params)
-        return trt_convert.TrtGraphConverterV2(input_saved_model_dir=source_dir,
-                                               conversion_params=conversion)
+        try:
+            return trt_convert.TrtGraphConverterV2(input_saved_model_dir=source_dir, **params)
+        except TypeError:  # older TF takes these only inside conversion_params
+            conversion = trt_convert.DEFAULT_TRT_CONVERSION_PARAMS._replace(**params)
+            return trt_convert.TrtGraphConverterV2(input_saved_model_dir=source_dir,
+                                                   conversion_params=conversion)
+    except RuntimeError as exc:  # the constructor checks the loaded TensorRT against the linked
+        unavailable = version_mismatch(exc, tf_version or "?", tensorrt_versions())
+        if unavailable is None:
+            raise
+        raise unavailable
 
 
 class TFTRTBackend(TensorFlowBackend):
@@ -158,13 +218,16 @@ class TFTRTBackend(TensorFlowBackend):
         self.model_path = self.source_path
         TensorFlowBackend.load(self)
         inputs = self.make_inputs(self.input_seed, max(1, self.input_pool))
+        if needs_positional_inputs(self._tf.__version__):
+            order = argument_order(self._fn)
+            inputs = [tuple(x[name] for name in order) for x in inputs]
         self.close()
 
-        def input_fn():
+        def input_fn():  # dicts (keyword arguments) on TF 2.8+, positional tuples before
             for x in inputs:
                 yield x
         converter = make_converter(trt_convert, self.source_path, self.precision,
-                                   self.converter_options)
+                                   self.converter_options, tf_version=self._tf.__version__)
         if self.precision == "int8":
             converter.convert(calibration_input_fn=input_fn)
         else:

@@ -76,7 +76,114 @@ def test_tensorflow_without_tensorrt_names_its_version():
     with pytest.raises(BackendUnavailable) as info:
         tftrt.require_tensorrt(tf)
     assert info.value.reason == "tensorflow %s was built without TensorRT" % tf.__version__
-    assert info.value.hint == tftrt.HINT
+    assert info.value.hint == tftrt.tf_trt_hint(tf.__version__)
+
+
+@pytest.mark.parametrize("version", ["2.18.0", "2.21.0", "3.0.0"])
+def test_tensorflow_2_18_and_newer_hint_names_the_last_tf_trt_version_and_the_onnx_path(version):
+    hint = tftrt.tf_trt_hint(version)
+    assert "2.17 and older" in hint and "TensorFlow %s" % version in hint
+    assert "tensorrt backend" in hint and "onnx" in hint
+
+
+@pytest.mark.parametrize("version", ["2.7.0+nv22.1", "2.15.1", "2.17.0", None, "unknown"])
+def test_tensorflow_that_can_have_tf_trt_gets_the_install_hint(version):
+    hint = tftrt.tf_trt_hint(version)
+    assert hint == "install a TensorFlow build with TensorRT (NVIDIA container or JetPack wheel)"
+
+
+def test_the_probe_gate_gives_the_version_aware_hint():
+    from agent.backends import catalog
+    probe = {"runtimes": {"tensorflow": {"version": "2.19.0", "tensorrt": {
+        "usable": False, "reason": "tensorflow 2.19.0 was built without TensorRT"}}}}
+    reason, hint = catalog.needs_tf_with_tensorrt(probe)
+    assert reason == "tensorflow cannot use TensorRT: tensorflow 2.19.0 was built without TensorRT"
+    assert "2.17 and older" in hint and "onnx" in hint
+
+
+class _Devices(object):
+    def __init__(self, gpus):
+        self.gpus = gpus
+
+    def list_physical_devices(self, kind):
+        return list(self.gpus) if kind == "GPU" else []
+
+    def get_device_details(self, device):
+        return {"device_name": "NVIDIA Tegra X1"}
+
+
+class _Tf20(object):
+    """tf as TensorFlow 2.0 has it: list_physical_devices only under tf.config.experimental."""
+    __version__ = "2.0.0"
+
+    def __init__(self, gpus):
+        self.config = type("config", (), {})()
+        self.config.experimental = _Devices(gpus)
+
+
+def test_tensorflow_2_0_without_tf_config_list_physical_devices_still_finds_the_gpu():
+    gpu = type("PhysicalDevice", (), {"name": "/physical_device:GPU:0"})()
+    assert tftrt.require_gpu(_Tf20([gpu])) == "NVIDIA Tegra X1"
+    with pytest.raises(BackendUnavailable) as info:
+        tftrt.require_gpu(_Tf20([]))
+    assert info.value.reason == "no NVIDIA GPU visible to TensorFlow"
+    assert "experimental.list_physical_devices" in info.value.hint  # a command TF 2.0 can run
+
+
+class _Utils(object):
+    def __init__(self, linked, loaded):
+        self.linked, self.loaded = linked, loaded
+
+    def is_tensorrt_enabled(self):
+        return True
+
+    def get_linked_tensorrt_version(self):
+        return self.linked
+
+    def get_loaded_tensorrt_version(self):
+        return self.loaded
+
+
+class _RefusingTrtConvert(object):
+    """trt_convert whose TrtGraphConverterV2 refuses the loaded TensorRT as TensorFlow's own
+    version check does (a RuntimeError from the constructor)."""
+    DEFAULT_TRT_CONVERSION_PARAMS = None
+
+    def __init__(self, message):
+        self.message = message
+
+    def TrtGraphConverterV2(self, **kwargs):  # noqa: N802 (TensorFlow's name)
+        raise RuntimeError(self.message)
+
+
+@pytest.mark.parametrize("message", ["Incompatible TensorRT major version",
+                                     "Incompatible TensorRT versions"])
+def test_incompatible_tensorrt_is_unavailable_naming_the_linked_version(monkeypatch, message):
+    monkeypatch.setattr(tftrt, "_py_utils", lambda: _Utils((8, 2, 1), (10, 3, 0)))
+    with pytest.raises(BackendUnavailable) as info:
+        tftrt.make_converter(_RefusingTrtConvert(message), "/nonexistent", "fp16", {},
+                             tf_version="2.7.0+nv22.1")
+    reason, hint = info.value.reason, info.value.hint
+    assert reason.startswith("tensorflow 2.7.0+nv22.1 refused the loaded TensorRT (%s)" % message)
+    assert "loaded 10.3.0, built against 8.2.1" in reason
+    assert hint.startswith("install TensorRT 8.2.1, the version tensorflow 2.7.0+nv22.1 was built "
+                           "against") and "8.x" in hint
+
+
+def test_incompatible_tensorrt_with_unknown_versions_still_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(tftrt, "_py_utils", lambda: None)
+    with pytest.raises(BackendUnavailable) as info:
+        tftrt.make_converter(_RefusingTrtConvert("Incompatible TensorRT major version"), "/x",
+                             "fp32", {}, tf_version="2.9.1")
+    assert "loaded unknown, built against unknown" in info.value.reason
+    assert "the TensorRT version tensorflow 2.9.1 was built against" in info.value.hint
+
+
+def test_other_converter_errors_are_not_dressed_up_as_version_problems(monkeypatch):
+    monkeypatch.setattr(tftrt, "_py_utils", lambda: _Utils((8, 6, 1), (8, 6, 1)))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        tftrt.make_converter(_RefusingTrtConvert("CUDA out of memory"), "/x", "fp32", {},
+                             tf_version="2.15.0")
 
 
 def test_no_gpu_visible_is_unavailable_with_a_hint():
@@ -170,18 +277,37 @@ class FakeConverter(object):
 
     made = []
 
-    def __init__(self, source, precision, options):
+    def __init__(self, source, precision, options, tf_version=None):
         self.source, self.precision, self.options = source, precision, options
+        self.tf_version = tf_version
         self.calls = []
         FakeConverter.made.append(self)
 
     def convert(self, calibration_input_fn=None):
         self.calls.append("convert")
         self.calibration = list(calibration_input_fn()) if calibration_input_fn else None
+        if self.calibration is not None:
+            self._feed(self.calibration)
 
     def build(self, input_fn):
         self.calls.append("build")
         self.built_with = list(input_fn())
+        self._feed(self.built_with)
+
+    def _feed(self, inputs):
+        """Calls the source model on each input the way this TensorFlow's TF-TRT does: before 2.8
+        func(*map(convert_to_tensor, inp)), from 2.8 a dict as keyword arguments. The function
+        called is the real SavedModel signature, its positional order the sorted input names
+        (the flattening order of the converted function's inputs)."""
+        import tensorflow as tf
+        fn = tf.saved_model.load(self.source).signatures["serving_default"]
+        names = sorted(fn.structured_input_signature[1])
+        old = tftrt.major_minor(self.tf_version) < (2, 8)
+        for inp in inputs:
+            if not old and isinstance(inp, dict):
+                fn(**{k: tf.convert_to_tensor(v) for k, v in inp.items()})
+            else:
+                fn(**dict(zip(names, map(tf.convert_to_tensor, inp))))
 
     def save(self, out):
         self.calls.append("save")
@@ -195,7 +321,8 @@ def fake_tensorrt(monkeypatch):
                         lambda tf: ("fake trt_convert", {"linked": "8.6.1", "loaded": "8.6.1"}))
     monkeypatch.setattr(tftrt, "require_gpu", lambda tf: "Fake GPU (no GPU here)")
     monkeypatch.setattr(tftrt, "make_converter",
-                        lambda trt, src, precision, options: FakeConverter(src, precision, options))
+                        lambda trt, src, precision, options, tf_version=None:
+                        FakeConverter(src, precision, options, tf_version))
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
@@ -241,3 +368,36 @@ def test_tftrt_converts_once_then_serves_the_cache_fake_converter_no_gpu(
     other.load()
     assert len(FakeConverter.made) == 2 and other.describe()["cache"] == "miss"
     other.close()
+
+
+@pytest.mark.parametrize("tf_version,kind", [("2.7.0+nv22.1", tuple), ("2.5.0", tuple),
+                                             ("2.8.0", dict), ("2.15.1", dict)])
+def test_build_and_calibration_inputs_match_what_this_tensorflow_passes_fake_converter_no_gpu(
+        tiny_savedmodel, tmp_path, fake_tensorrt, monkeypatch, tf_version, kind):
+    # JetPack 4.6's TensorFlow is 2.7: its TF-TRT calls func(*inp), so a dict would pass its keys
+    # (strings) to the model. The fake converter feeds the real model as that version would.
+    import tensorflow as tf
+    monkeypatch.setattr(tf, "__version__", tf_version)
+    model = tiny_savedmodel
+    backend = tftrt.TFTRTBackend(tftrt_case(model, "int8", input_pool=2), str(model.folder))
+    backend.workdir = str(tmp_path / "wd")
+    backend.load()
+    (converter,) = FakeConverter.made
+    assert converter.tf_version == tf_version
+    assert [type(x) for x in converter.built_with] == [kind, kind]
+    assert [type(x) for x in converter.calibration] == [kind, kind]
+    if kind is tuple:
+        assert [len(x) for x in converter.built_with] == [1, 1]
+        assert converter.built_with[0][0].shape == (1, 96, 96, 3)
+    backend.close()
+
+
+def test_positional_order_is_the_signatures_argument_order():
+    class Fn(object):
+        structured_input_signature = ((), {"b": 1, "a": 2, "c": 3})
+        _arg_keywords = ["b", "a", "c"]
+    assert tftrt.argument_order(Fn()) == ["b", "a", "c"]
+    Fn._arg_keywords = None  # no keywords recorded: the flattening order (sorted names)
+    assert tftrt.argument_order(Fn()) == ["a", "b", "c"]
+    assert [tftrt.needs_positional_inputs(v) for v in ("2.0.0", "2.7.4", "2.8.0", "2.17.1",
+                                                       None)] == [True, True, False, False, True]
