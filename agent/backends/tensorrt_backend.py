@@ -3,8 +3,10 @@ cached as WORKDIR/cache/tensorrt/<key>.engine, run with buffers allocated once i
 
 One timed invoke = copy every input host->device, execute, copy every output device->host,
 synchronize the stream ("h2d+execute+d2h"). Inputs sit in pinned host memory made before timing.
-CUDA comes from cuda-python (preferred) or pycuda; both APIs generations of TensorRT are handled
-(8.5+ named tensors and execute_async_v3, older bindings and execute_async_v2).
+CUDA comes from cuda-python (preferred) or pycuda; both API generations of TensorRT are handled
+(8.5+ named tensors and execute_async_v3, older bindings and execute_async_v2), and both ways of
+asking for a reduced precision (builder flags up to TensorRT 10; strongly typed networks, where the
+model's own types decide, on TensorRT 11).
 """
 
 import ctypes
@@ -48,6 +50,30 @@ def open_cuda():
     return _PyCuda(driver)
 
 
+def native_handle(obj):
+    """The CUDA handle (cudaStream_t value) a cuda-python object wraps, as an int.
+
+    cuda.bindings.utils.get_cuda_native_handle where cuda-python has it (12.8+: int() on cuda
+    objects is deprecated there); int(obj) on older releases. Never obj.getPtr(): that is the
+    address of the handle, not the handle, and TensorRT would read garbage as its stream.
+    """
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        get_cuda_native_handle = None
+    if get_cuda_native_handle is not None:
+        try:
+            return int(get_cuda_native_handle(obj))
+        except TypeError:  # a type this release registers no getter for
+            pass
+    try:
+        return int(obj)
+    except TypeError:
+        raise RuntimeError("cannot get the CUDA handle of %s from this cuda-python (neither "
+                           "get_cuda_native_handle nor int() works); upgrade cuda-python"
+                           % type(obj).__name__)
+
+
 def _as_host_array(ptr, shape, dtype):
     import numpy as np
     size = int(np.prod(shape)) if len(shape) else 1
@@ -73,9 +99,20 @@ class _CudaPython(object):
         err, rest = result[0], result[1:]
         if err != self.rt.cudaError_t.cudaSuccess:
             if unavailable:
-                raise BackendUnavailable("CUDA is not usable here: %s" % err, hint=GPU_HINT)
-            raise RuntimeError("CUDA error: %s" % err)
+                raise BackendUnavailable("CUDA is not usable here: %s" % self._error_text(err),
+                                         hint=GPU_HINT)
+            raise RuntimeError("CUDA error: %s" % self._error_text(err))
         return rest[0] if len(rest) == 1 else None
+
+    def _error_text(self, err):
+        """'cudaErrorInsufficientDriver (CUDA driver version is insufficient ...)'."""
+        name = getattr(err, "name", None) or str(err)
+        try:
+            text = self.rt.cudaGetErrorString(err)[1]
+            text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        except Exception:
+            return name
+        return "%s (%s)" % (name, text) if text else name
 
     def device_name(self):
         prop = self._call(self.rt.cudaGetDeviceProperties(0))
@@ -85,10 +122,7 @@ class _CudaPython(object):
         return str(name).rstrip("\0")
 
     def stream_handle(self):
-        try:
-            return int(self.stream)
-        except TypeError:
-            return self.stream.getPtr()
+        return native_handle(self.stream)
 
     def host_array(self, shape, dtype):
         nbytes = max(1, int(_volume(shape))) * dtype.itemsize
@@ -254,12 +288,16 @@ def build_engine(trt, cuda, onnx_bytes, precision, workspace, calibration):
     """
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    strong = network_typing(trt) == STRONG
+    flags = trt.NetworkDefinitionCreationFlag
+    flag = getattr(flags, "STRONGLY_TYPED" if strong else "EXPLICIT_BATCH", None)
     network = builder.create_network(1 << int(flag) if flag is not None else 0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BadModel("TensorRT %s cannot parse the ONNX model: %s" % (trt.__version__, errors))
+    if strong:
+        require_typed_precision(trt, network, precision)
     config = builder.create_builder_config()
     if hasattr(config, "set_memory_pool_limit"):  # TensorRT 8.4+
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
@@ -276,13 +314,15 @@ def build_engine(trt, cuda, onnx_bytes, precision, workspace, calibration):
             profile.set_shape(tensor.name, _fixed(shape), _fixed(shape), _fixed(shape))
     if profile is not None:
         config.add_optimization_profile(profile)
-    if precision == "fp16":
-        if not builder.platform_has_fast_fp16:
+    if strong:
+        pass  # the precision is the model's own: checked above, no builder flag to set
+    elif precision == "fp16":
+        if not getattr(builder, "platform_has_fast_fp16", True):
             raise BackendUnavailable("this GPU has no fast FP16 in TensorRT %s" % trt.__version__,
                                      hint="run this model in fp32 on this device")
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "int8":
-        if not builder.platform_has_fast_int8:
+        if not getattr(builder, "platform_has_fast_int8", True):
             raise BackendUnavailable("this GPU has no fast INT8 in TensorRT %s" % trt.__version__,
                                      hint="run this model in fp16 or fp32 on this device")
         if not hasattr(trt, "IInt8EntropyCalibrator2"):
@@ -301,6 +341,45 @@ def build_engine(trt, cuda, onnx_bytes, precision, workspace, calibration):
         raise RuntimeError("TensorRT %s failed to build the engine (see agent.log)"
                            % trt.__version__)
     return memoryview(serialized).tobytes()
+
+
+WEAK, STRONG = "weakly typed", "strongly typed"
+
+
+def network_typing(trt):
+    """How this TensorRT takes a reduced precision: WEAK (builder flags FP16/INT8 let it pick
+    kernels per layer; TensorRT up to 10) or STRONG (TensorRT 11 removed those flags and
+    platform_has_fast_fp16/int8 and config.int8_calibrator: every tensor keeps the type the
+    ONNX model gives it, so fp16 needs an fp16 model and int8 needs Q/DQ nodes)."""
+    return WEAK if hasattr(trt.BuilderFlag, "FP16") else STRONG
+
+
+def require_typed_precision(trt, network, precision):
+    """BackendUnavailable unless a strongly typed network can run at `precision`: fp16 needs
+    fp16 tensors in the model, int8 needs quantize (Q/DQ) layers; fp32 builds any model."""
+    if precision == "fp32":
+        return
+    dtypes, quantized = set(), False
+    for i in range(network.num_inputs):
+        dtypes.add(network.get_input(i).dtype)
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        quantized = quantized or layer.type == trt.LayerType.QUANTIZE
+        for j in range(layer.num_outputs):
+            dtypes.add(layer.get_output(j).dtype)
+    if precision == "fp16" and trt.DataType.HALF not in dtypes:
+        raise BackendUnavailable(
+            "TensorRT %s builds strongly typed networks only (no BuilderFlag.FP16): the precision "
+            "comes from the ONNX model, and this one has no fp16 tensors" % trt.__version__,
+            hint="export an fp16 ONNX model (e.g. onnxconverter-common's float16 conversion) "
+                 "and point the case at it, or run this model in fp32")
+    if precision == "int8" and not quantized:
+        raise BackendUnavailable(
+            "TensorRT %s builds strongly typed networks only (no BuilderFlag.INT8 or INT8 "
+            "calibrator): int8 needs an ONNX model with Q/DQ (QuantizeLinear) nodes, and this one "
+            "has none" % trt.__version__,
+            hint="quantize the ONNX model to QDQ format (TensorRT Model Optimizer, or "
+                 "onnxruntime.quantization with QuantFormat.QDQ), or run it in fp16 or fp32")
 
 
 def _np_dtype(trt, trt_dtype):
@@ -433,6 +512,7 @@ class TensorRTBackend(Backend):
                  "provider": "GPU" if self._engine is not None else None,
                  "delegation": {"ops_total": None, "ops_delegated": None},
                  "precision": self.precision, "gpu": self.gpu_name, "timed": TIMED,
+                 "network": network_typing(trt) if trt is not None else None,
                  "cuda_binding": self.cuda.name if self.cuda is not None else None,
                  "cache": None if self.cache_hit is None else ("hit" if self.cache_hit else "miss"),
                  "cache_key": self.key, "engine_path": self.engine_path,

@@ -7,6 +7,7 @@ copy back, synchronize), not TensorRT itself.
 
 import importlib
 import os
+import sys
 
 import pytest
 
@@ -60,9 +61,9 @@ def test_tensorrt_missing_is_skipped_with_hint_through_the_agent(workdir, tmp_pa
     assert not os.path.exists(os.path.join(workdir.root, "cache", "tensorrt"))
 
 
-@pytest.mark.skipif(any(_importable(m) for m in ("cuda", "pycuda")),
-                    reason="a CUDA binding is installed here")
-def test_no_cuda_binding_is_unavailable_naming_both():
+def test_no_cuda_binding_is_unavailable_naming_both(monkeypatch):
+    for name in ("cuda.bindings.runtime", "cuda.cudart", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
     with pytest.raises(BackendUnavailable) as info:
         trtb.open_cuda()
     assert "cuda-python" in info.value.reason and "pycuda" in info.value.reason
@@ -131,6 +132,9 @@ class FakeTRT(object):
 
     class TensorIOMode(object):
         INPUT, OUTPUT = "in", "out"
+
+    class BuilderFlag(object):  # TensorRT up to 10: reduced precision by builder flag
+        FP16, INT8 = "FP16", "INT8"
 
     @staticmethod
     def nptype(dtype):
@@ -292,6 +296,7 @@ def test_buffers_allocated_once_and_invoke_copies_executes_syncs_fake_tensorrt_n
     assert len(cuda.log) == 4 * 6
     facts = backend.describe()
     assert facts["timed"] == "h2d+execute+d2h" and facts["cache"] == "miss"
+    assert facts["network"] == "weakly typed"
     assert facts["inputs"] == [{"name": "input", "shape": [1, 8], "dtype": "float32"}]
     assert facts["outputs"] == [{"name": "output", "shape": [1, 8], "dtype": "float32"}]
     backend.close()
@@ -303,3 +308,201 @@ def test_buffers_allocated_once_and_invoke_copies_executes_syncs_fake_tensorrt_n
     assert fake_gpu == ["fp16"] and again.convert_seconds() == 0.0
     assert again.describe()["cache"] == "hit"
     again.close()
+
+
+# --- the CUDA stream handle, on the real cuda-python bindings (no GPU needed) ---------------
+
+def test_stream_handle_is_the_native_handle_never_the_address_of_it():
+    rt = pytest.importorskip("cuda.bindings.runtime")
+    stream = rt.cudaStream_t(init_value=0x5A5A000)
+    assert stream.getPtr() != 0x5A5A000  # the address of the handle: what the old code passed
+    assert trtb.native_handle(stream) == 0x5A5A000
+    helper = trtb._CudaPython.__new__(trtb._CudaPython)  # only .stream is needed
+    helper.stream = stream
+    assert helper.stream_handle() == 0x5A5A000
+
+
+def test_real_cuda_python_without_a_driver_is_unavailable_with_the_cuda_error():
+    pytest.importorskip("cuda.bindings.runtime")
+    if os.path.exists("/dev/nvidia0"):
+        pytest.skip("an NVIDIA GPU is here")
+    with pytest.raises(BackendUnavailable) as info:
+        trtb.open_cuda()
+    assert info.value.reason.startswith("CUDA is not usable here: cudaError")
+    assert "nvidia-smi" in info.value.hint
+
+
+class _OldCudaObject(object):
+    """A cuda-python object from a release before get_cuda_native_handle: int() is the handle."""
+
+    def __int__(self):
+        return 0x7000
+
+    def getPtr(self):  # noqa: N802 (cuda-python's name)
+        return 0xDEAD
+
+
+class _NoHandle(object):
+    def getPtr(self):  # noqa: N802
+        return 0xDEAD
+
+
+def test_native_handle_falls_back_to_int_and_never_to_getptr():
+    assert trtb.native_handle(_OldCudaObject()) == 0x7000
+    with pytest.raises(RuntimeError, match="cannot get the CUDA handle of _NoHandle"):
+        trtb.native_handle(_NoHandle())
+    helper = trtb._CudaPython.__new__(trtb._CudaPython)
+    helper.stream = _NoHandle()  # a release where int() is gone: the old code passed 0xDEAD
+    with pytest.raises(RuntimeError, match="upgrade cuda-python"):
+        helper.stream_handle()
+
+
+# --- engine builds across TensorRT generations (fake builder-side API) ----------------------
+
+def fake_builder_trt(generation):
+    """The builder-side tensorrt module of one generation: '8.6' and '10.8' take reduced
+    precision as builder flags (8.6 with EXPLICIT_BATCH); '11.0' has no BuilderFlag.FP16/INT8,
+    no platform_has_fast_*, no int8_calibrator, no IInt8EntropyCalibrator2: strongly typed only.
+    The fake parser reads the 'ONNX' bytes as the model's precision: b'fp32', b'fp16', b'qdq'."""
+    weak = generation != "11.0"
+    log = []
+
+    class DataType(object):
+        FLOAT, HALF, INT8 = "FLOAT", "HALF", "INT8"
+
+    class LayerType(object):
+        ACTIVATION, QUANTIZE, DEQUANTIZE = "ACTIVATION", "QUANTIZE", "DEQUANTIZE"
+
+    class Tensor(object):
+        def __init__(self, name, dtype):
+            self.name, self.dtype, self.shape = name, dtype, (1, 8)
+
+    class Layer(object):
+        def __init__(self, kind, dtype):
+            self.type, self.num_outputs, self._out = kind, 1, Tensor("o", dtype)
+
+        def get_output(self, i):
+            return self._out
+
+    class Network(object):
+        def __init__(self, flags):
+            self.flags, self.inputs, self.layers = flags, [], []
+
+        num_inputs = property(lambda self: len(self.inputs))
+        num_layers = property(lambda self: len(self.layers))
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+        def get_layer(self, i):
+            return self.layers[i]
+
+    class Parser(object):
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse(self, data):
+            kind = {b"fp32": DataType.FLOAT, b"fp16": DataType.HALF, b"qdq": DataType.FLOAT}[data]
+            self.network.inputs.append(Tensor("x", kind))
+            if data == b"qdq":
+                self.network.layers += [Layer(LayerType.QUANTIZE, DataType.INT8),
+                                        Layer(LayerType.DEQUANTIZE, DataType.FLOAT)]
+            self.network.layers.append(Layer(LayerType.ACTIVATION, kind))
+            return True
+
+    class Config(object):
+        __slots__ = ("int8_calibrator",) if weak else ()
+
+        def set_memory_pool_limit(self, pool, size):
+            log.append(("workspace", size))
+
+        def set_flag(self, flag):
+            log.append(("flag", flag))
+
+    class Builder(object):
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            log.append(("network", flags))
+            return Network(flags)
+
+        def create_builder_config(self):
+            return Config()
+
+        def build_serialized_network(self, network, config):
+            if weak and hasattr(config, "int8_calibrator"):
+                log.append(("calibrator", type(config.int8_calibrator).__name__))
+            return b"engine"
+
+    if weak:
+        Builder.platform_has_fast_fp16 = Builder.platform_has_fast_int8 = True
+
+    class Flags(object):
+        STRONGLY_TYPED = 1
+    if generation == "8.6":
+        Flags.EXPLICIT_BATCH = 0
+
+    module = type("tensorrt", (), {})
+    module.__version__ = generation
+    module.log = log
+    module.Logger = FakeTRT.Logger
+    module.Builder, module.OnnxParser = Builder, Parser
+    module.NetworkDefinitionCreationFlag, module.DataType, module.LayerType = Flags, DataType, \
+        LayerType
+    module.MemoryPoolType = type("MemoryPoolType", (), {"WORKSPACE": "workspace"})
+    module.nptype = staticmethod(lambda dtype: "float32")
+    if weak:
+        module.BuilderFlag = FakeTRT.BuilderFlag
+
+        class IInt8EntropyCalibrator2(object):
+            def __init__(self):
+                pass
+        module.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+    else:
+        module.BuilderFlag = type("BuilderFlag", (), {"STRICT_TYPES": "removed-later"})
+    return module
+
+
+def _build(trt, model, precision):
+    return trtb.build_engine(trt, FakeCuda(), model, precision, 1 << 20,
+                             lambda specs: [{"x": None}])
+
+
+@pytest.mark.parametrize("generation", ["8.6", "10.8"])
+def test_tensorrt_up_to_10_sets_builder_flags_for_reduced_precision_fake_builder_no_gpu(
+        generation):
+    trt = fake_builder_trt(generation)
+    assert trtb.network_typing(trt) == "weakly typed"
+    assert _build(trt, b"fp32", "fp16") == b"engine"
+    assert ("flag", "FP16") in trt.log
+    assert trt.log[0] == ("network", 1 if generation == "8.6" else 0)  # EXPLICIT_BATCH if any
+    del trt.log[:]
+    assert _build(trt, b"fp32", "int8") == b"engine"
+    assert ("flag", "INT8") in trt.log and ("calibrator", "Calibrator") in trt.log
+
+
+@pytest.mark.parametrize("model,precision", [(b"fp32", "fp32"), (b"fp16", "fp32"),
+                                             (b"fp16", "fp16"), (b"qdq", "int8")])
+def test_tensorrt_11_builds_strongly_typed_when_the_model_carries_the_precision_fake_builder_no_gpu(
+        model, precision):
+    trt = fake_builder_trt("11.0")
+    assert trtb.network_typing(trt) == "strongly typed"
+    assert _build(trt, model, precision) == b"engine"
+    assert trt.log[0] == ("network", 1 << 1)  # STRONGLY_TYPED
+    assert not [e for e in trt.log if e[0] in ("flag", "calibrator")]  # nothing removed is used
+
+
+@pytest.mark.parametrize("model,precision,says,fix", [
+    (b"fp32", "fp16", "this one has no fp16 tensors", "export an fp16 ONNX model"),
+    (b"fp16", "int8", "int8 needs an ONNX model with Q/DQ", "quantize the ONNX model to QDQ"),
+    (b"fp32", "int8", "int8 needs an ONNX model with Q/DQ", "quantize the ONNX model to QDQ")])
+def test_tensorrt_11_skips_a_precision_the_model_does_not_carry_with_the_reason_fake_builder_no_gpu(
+        model, precision, says, fix):
+    trt = fake_builder_trt("11.0")
+    with pytest.raises(BackendUnavailable) as info:
+        _build(trt, model, precision)
+    assert info.value.reason.startswith("TensorRT 11.0 builds strongly typed networks only")
+    assert says in info.value.reason and info.value.hint.startswith(fix)
