@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from agent import schema
 from orchestrator import records
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import FileTooLarge, OrchestratorError
 from agent.fsutil import atomic_write_bytes  # tmp, fsync, rename, fsync folder
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,51 @@ class Verdict:
     case_id: str | None = None
 
 
+MAX_JSON_DEPTH = 64  # a result is a few levels deep; anything far deeper is not one
+
+
+def loads_untrusted(raw):
+    """json.loads of a device's bytes: NaN/Infinity refused, nesting capped at MAX_JSON_DEPTH.
+
+    Raises:
+        ValueError: not UTF-8, not JSON, a non-finite constant, or nested too deeply (the last
+            checked on the text before parsing, so no RecursionError can come out of here).
+    """
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    depth = _max_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError("nested too deeply (%d levels, the limit is %d)" % (depth, MAX_JSON_DEPTH))
+    return json.loads(text, parse_constant=records.reject_constant)
+
+
+_BRACKETS = re.compile(r'[\[\]{}]|"(?:[^"\\]|\\.)*"')
+
+
+def _max_depth(text):
+    """The deepest bracket nesting in JSON text (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_result(raw, job, case_id):
     """(doc, problems) for the bytes of <case_id>.json; problems empty when the result is usable."""
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=records.reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc = loads_untrusted(raw)
+    except UnicodeDecodeError as exc:
         return None, ["not valid JSON: %s" % exc]
+    except ValueError as exc:
+        message = str(exc)
+        return None, [message if message.startswith("nested") else "not valid JSON: %s" % message]
+    if not isinstance(doc, dict):
+        return None, ["not a result: the file holds a JSON %s, not an object"
+                      % type(doc).__name__]
     problems = schema.check_result(doc)
     if not problems:
         # The controller's own pydantic mirror too: the two must agree (tests/test_contract.py).
@@ -71,6 +110,7 @@ class RunPoller:
         self.case_started = {}
         self.beat = (None, clock())
         self.status = {}
+        self.events_off = False  # events.jsonl outgrew MAX_EVENTS_READ between two reads
 
     def poll_once(self):
         """Read the out folder once; a Verdict when the run is over, else None."""
@@ -88,12 +128,25 @@ class RunPoller:
             return Verdict("done") if "done" in names else ended
         return self._stalled() or self._overdue()
 
+    def _note(self, text):
+        self.on_event(self.t.name, {"t": time.time(), "event": "note", "text": text})
+
     def missing(self):
         return [cid for cid in self.cases if cid not in self.collected]
 
     def _read_events(self):
-        data = self.t.read_bytes(posixpath.join(self.out, "events.jsonl"), MAX_EVENTS_READ,
-                                 offset=self.offset)
+        if self.events_off:
+            return
+        try:
+            data = self.t.read_bytes(posixpath.join(self.out, "events.jsonl"), MAX_EVENTS_READ,
+                                     offset=self.offset)
+        except FileTooLarge as exc:
+            # Progress lines only: results, heartbeat and exit are read apart from this file.
+            self.events_off = True
+            self._note("events.jsonl grew by %d bytes since the last read (more than %d): agent "
+                       "events are no longer shown for this run; results are still collected"
+                       % (exc.size, MAX_EVENTS_READ))
+            return
         if not data:
             return
         # Only whole lines: the agent appends, and a line may be half-written right now.
@@ -101,7 +154,7 @@ class RunPoller:
         self.offset += end
         for line in data[:end].splitlines():
             try:
-                event = json.loads(line.decode("utf-8"), parse_constant=records.reject_constant)
+                event = loads_untrusted(line)
             except ValueError:
                 log.warning("%s: ignoring a bad events.jsonl line: %r", self.t.name, line[:200])
                 continue
@@ -116,7 +169,13 @@ class RunPoller:
             if case_id in self.collected or case_id + ".json" not in names:
                 continue
             path = posixpath.join(self.out, case_id + ".json")
-            raw = self.t.read_bytes(path, schema.MAX_RESULT_BYTES)
+            try:
+                raw = self.t.read_bytes(path, schema.MAX_RESULT_BYTES)
+            except FileTooLarge as exc:  # that file's row, not the device's connection
+                self.collected.add(case_id)
+                self.on_result(case_id, None, ["%s.json is %d bytes, over the %d-byte cap"
+                                               % (case_id, exc.size, exc.max_bytes)])
+                continue
             if raw is None:
                 continue
             atomic_write_bytes(os.path.join(self.raw_dir, case_id + ".json"), raw)
@@ -146,18 +205,24 @@ class RunPoller:
                 atomic_write_bytes(os.path.join(self.raw_dir, target), data)
 
     def _read_json(self, name, max_bytes=1 << 20):
-        raw = self.t.read_bytes(posixpath.join(self.run_dir, name), max_bytes)
+        """The small JSON file `name` (agent.exit, status.json), None if absent or not usable."""
+        try:
+            raw = self.t.read_bytes(posixpath.join(self.run_dir, name), max_bytes)
+        except FileTooLarge:
+            log.warning("%s: ignoring %s: over %d bytes", self.t.name, name, max_bytes)
+            return None
         if raw is None:
             return None
         try:
-            return json.loads(raw.decode("utf-8", "replace"))
+            return loads_untrusted(raw.decode("utf-8", "replace"))
         except ValueError:
             return None
 
     def _ended(self):
         """Verdict when the agent process is gone without `done` (exit-code file or status.json)."""
         code = self._read_json("agent.exit", 64)
-        self.status = self._read_json("out/status.json") or self.status
+        status = self._read_json("out/status.json")
+        self.status = status if isinstance(status, dict) else self.status
         if code == schema.EXIT_BUSY:
             return Verdict("busy", "agent exited %d (busy)" % code)
         if isinstance(code, int):
@@ -171,7 +236,10 @@ class RunPoller:
         return None
 
     def _stalled(self):
-        beat = self.t.read_bytes(posixpath.join(self.out, "heartbeat"), 4096)
+        try:
+            beat = self.t.read_bytes(posixpath.join(self.out, "heartbeat"), 4096)
+        except FileTooLarge as exc:  # not a heartbeat the agent writes; its size still changes
+            beat = b"oversized %d" % exc.size
         now = self.clock()
         if beat is not None and beat != self.beat[0]:
             self.beat = (beat, now)

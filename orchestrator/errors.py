@@ -4,7 +4,8 @@
     ├── ConfigError              exit 2: bad inventory, suite or command line; carries problems
     ├── HostKeyError             unknown or changed SSH host key (fingerprint + how to trust it)
     ├── TransportError           connect/command/transfer failed on one device
-    │   └── CommandTimeout       a remote command ran past its timeout
+    │   ├── CommandTimeout       a remote command ran past its timeout
+    │   └── FileTooLarge         a remote file is over the size the caller allows (not a drop)
     ├── AgentBusy                another agent run holds the device's workdir lock
     └── ModelBuildError          a built-in model or variant could not be built
 A bug is not an OrchestratorError: it keeps its traceback.
@@ -39,6 +40,15 @@ class HostKeyError(TransportError):
 
 class CommandTimeout(TransportError):
     pass
+
+
+class FileTooLarge(TransportError):
+    """A remote file is bigger than the caller's cap: the connection is fine, the file is not."""
+
+    def __init__(self, device, path, size, max_bytes):
+        self.path, self.size, self.max_bytes = path, size, max_bytes
+        TransportError.__init__(self, device, "%s is %d bytes, more than the %d allowed"
+                                % (path, size, max_bytes))
 
 
 class AgentBusy(OrchestratorError):

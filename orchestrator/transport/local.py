@@ -6,7 +6,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from orchestrator.errors import CommandTimeout, TransportError
+from orchestrator.errors import CommandTimeout, FileTooLarge, TransportError
 from orchestrator.transport.base import Result, Transport, check_env, command_line, detached_command
 
 
@@ -85,8 +85,7 @@ class LocalTransport(Transport):
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size - offset > max_bytes:
-                    raise TransportError(self.name, "%s is %d bytes, more than the %d allowed"
-                                         % (path, size - offset, max_bytes))
+                    raise FileTooLarge(self.name, path, size - offset, max_bytes)
                 f.seek(offset)
                 return f.read(max_bytes)
         except FileNotFoundError:

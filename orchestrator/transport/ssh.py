@@ -17,7 +17,7 @@ import uuid
 import invoke
 import paramiko
 
-from orchestrator.errors import CommandTimeout, TransportError
+from orchestrator.errors import CommandTimeout, FileTooLarge, TransportError
 from orchestrator.transport.hostkeys import (changed_host_error, known_hosts_name, open_socket,
                                              trust_host_key, unknown_host_error)
 from orchestrator.transport.target import fabric_config, resolve_target
@@ -262,8 +262,7 @@ class SshTransport(Transport):
             try:
                 size = sftp.stat(path).st_size
                 if size - offset > max_bytes:
-                    raise TransportError(self.name, "%s is %d bytes, more than the %d allowed"
-                                         % (path, size - offset, max_bytes))
+                    raise FileTooLarge(self.name, path, size - offset, max_bytes)
                 with sftp.open(path, "rb") as f:
                     f.seek(offset)
                     return f.read(max(0, size - offset))
