@@ -108,3 +108,9 @@ def workdir_for_job(job_path):
     if os.path.basename(runs) == "runs":
         return os.path.dirname(runs)
     return folder
+
+
+def free_bytes(path):
+    """Bytes an unprivileged process may still write in path's filesystem (statvfs f_bavail)."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

@@ -4,6 +4,7 @@ It never loads a framework itself, so it outlives any worker that crashes or han
 that case's failed result. Progress is only ever files in DIR (see docs/PROTOCOL.md).
 """
 
+import errno
 import json
 import os
 import signal
@@ -131,6 +132,55 @@ def thermal_wait(cfg, baseline, root="/", sleep=time.sleep, clock=time.monotonic
     return record
 
 
+_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+class DiskFull(Exception):
+    """The workdir's filesystem is (nearly) full: the run stops with EXIT_DISK_FULL."""
+
+    def __init__(self, workdir, free=None):
+        if free is None:
+            try:
+                free = fsutil.free_bytes(workdir)
+            except OSError:
+                free = 0
+        Exception.__init__(self, "device disk full (%s, %d MB free; a case needs %d MB): free "
+                                 "space on the device, then rerun"
+                           % (workdir, free // (1024 * 1024), schema.MIN_FREE_BYTES // (1024 * 1024)))
+
+
+def is_disk_full(exc):
+    return isinstance(exc, (OSError, IOError)) and getattr(exc, "errno", None) in _FULL_ERRNOS
+
+
+def check_free_space(workdir, free_bytes=None):
+    """DiskFull unless the workdir's filesystem has schema.MIN_FREE_BYTES free."""
+    free = fsutil.free_bytes(workdir) if free_bytes is None else free_bytes
+    if free < schema.MIN_FREE_BYTES:
+        raise DiskFull(workdir, free)
+
+
+class Reserve(object):
+    """RESERVE_BYTES written at start and freed when the disk fills, so that the last status,
+    events, agent.log line and exit-code file can still be written."""
+
+    def __init__(self, out_dir):
+        self.path = os.path.join(out_dir, ".reserve")
+        try:
+            with open(self.path, "wb") as f:
+                f.write(b"\0" * schema.RESERVE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, IOError):
+            self.release()
+
+    def release(self):
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
 def _supervisor_result(job, case, out_dir, substatus, reason):
     doc = worker.base_result(job, case, "failed", substatus, reason)
     return worker.write_result(out_dir, doc)
@@ -139,8 +189,9 @@ def _supervisor_result(job, case, out_dir, substatus, reason):
 class Runner(object):
     """One `agent run`: holds the job, the out folder and the live worker (to kill on a signal)."""
 
-    def __init__(self, job_path, job, out_dir):
+    def __init__(self, job_path, job, out_dir, workdir=None):
         self.job_path, self.job, self.out_dir = job_path, job, out_dir
+        self.workdir = workdir or out_dir
         self.proc = None
 
     def run_worker(self, case, cooldown):
@@ -169,6 +220,7 @@ class Runner(object):
         doc = _existing_result(path, self.job["nonce"])
         if doc is not None:
             return doc
+        check_free_space(self.workdir)  # a worker that died on a full disk: say so, not rc
         if rc < 0:
             return _supervisor_result(self.job, case, self.out_dir, "crashed",
                                       "worker killed by %s" % _signal_name(-rc))
@@ -200,6 +252,7 @@ class Runner(object):
             if ran_before and cfg["mode"] != "none":
                 cooldown = thermal_wait(cfg, baseline)
                 _event(out, "cooldown", case_id=case["case_id"], waited_s=cooldown["waited_s"])
+            check_free_space(self.workdir)
             _event(out, "case_start", **info)
             doc = self.run_worker(case, cooldown)
             ran_before = True
@@ -236,7 +289,8 @@ def run_job(job_path, out_dir):
         return schema.EXIT_BUSY
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir)
-    runner = Runner(os.path.abspath(job_path), job, os.path.abspath(out_dir))
+    reserve = Reserve(out_dir)
+    runner = Runner(os.path.abspath(job_path), job, os.path.abspath(out_dir), workdir)
     beat = Heartbeat(out_dir)
     old = [signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)]
     code, sig, error, completed = schema.EXIT_OK, None, None, False
@@ -250,18 +304,34 @@ def run_job(job_path, out_dir):
     except _Interrupted as exc:
         runner.kill_worker()
         code, sig = schema.EXIT_INTERRUPTED, _signal_name(exc.signum)
-    except Exception as exc:
-        import traceback
-        traceback.print_exc()
+    except DiskFull as exc:
         runner.kill_worker()
-        code, error = schema.EXIT_INTERNAL, "%s: %s" % (type(exc).__name__, exc)
+        code, error = schema.EXIT_DISK_FULL, str(exc)
+    except Exception as exc:
+        runner.kill_worker()
+        if is_disk_full(exc):  # a write failed with ENOSPC/EDQUOT: the same class, not a bug
+            code, error = schema.EXIT_DISK_FULL, "%s (%s)" % (DiskFull(workdir), exc)
+        else:
+            import traceback
+            traceback.print_exc()
+            code, error = schema.EXIT_INTERNAL, "%s: %s" % (type(exc).__name__, exc)
     finally:
         for s, handler in zip((signal.SIGTERM, signal.SIGINT), old):
             signal.signal(s, handler)
         beat.stopped.set()
-        _status(out_dir, "done", code, sig, error)
-        _event(out_dir, "run_end", exit_code=code, signal=sig)
-        if completed:  # created last: a reader that sees it has every other file complete
-            open(os.path.join(out_dir, "done"), "w").close()
-        os.close(lock_fd)
+        reserve.release()  # before the last writes: on a full disk they need its room
+        if code == schema.EXIT_DISK_FULL:
+            sys.stderr.write("agent: %s\n" % error)
+        try:
+            _status(out_dir, "done", code, sig, error)
+            _event(out_dir, "run_end", exit_code=code, signal=sig)
+            if completed:  # created last: a reader that sees it has every other file complete
+                open(os.path.join(out_dir, "done"), "w").close()
+        except (OSError, IOError) as exc:
+            if not is_disk_full(exc):
+                raise
+            code = schema.EXIT_DISK_FULL  # not even the reserve's room: the exit code says it
+            sys.stderr.write("agent: %s\n" % DiskFull(workdir))
+        finally:
+            os.close(lock_fd)
     return code

@@ -65,7 +65,15 @@ EXIT_OK = 0            # every case has a result file (whatever its status)
 EXIT_USAGE = 2         # bad command line or bad job.json
 EXIT_BUSY = 3          # another agent run holds the workdir lock
 EXIT_INTERNAL = 4      # a bug in the agent: traceback on stderr
+EXIT_DISK_FULL = 5     # the device's workdir filesystem is (nearly) full: status.json says how full
 EXIT_INTERRUPTED = 130
+
+# The agent refuses to start a case with less than this free in the workdir's filesystem (a
+# result, its events and a kept profile fit in far less; a model build cache may not).
+MIN_FREE_BYTES = 32 * 1024 * 1024
+# Held by the agent while it runs and freed when the disk fills: room for its last status,
+# events, agent.log line and the exit-code file.
+RESERVE_BYTES = 1024 * 1024
 
 # Case worker exit codes (`agent.pyz case`), read by the supervisor.
 WORKER_OK = 0

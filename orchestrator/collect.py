@@ -225,6 +225,9 @@ class RunPoller:
         self.status = status if isinstance(status, dict) else self.status
         if code == schema.EXIT_BUSY:
             return Verdict("busy", "agent exited %d (busy)" % code)
+        full = self._disk_full(code)
+        if full:
+            return Verdict("lost", full)
         if isinstance(code, int):
             return Verdict("lost", "agent exited with code %d%s without finishing"
                            % (code, " (killed by signal %d)" % (code - 128) if code > 128 else ""))
@@ -233,6 +236,17 @@ class RunPoller:
             return Verdict("lost", "agent stopped (exit %s, signal %s, error %s) without finishing"
                            % (self.status.get("exit_code"), self.status.get("signal"),
                               self.status.get("error")))
+        return None
+
+    def _disk_full(self, code):
+        """The agent's own 'device disk full (...)' reason when it stopped for that, else None."""
+        error = self.status.get("error") if self.status.get("state") == "done" else None
+        if isinstance(error, str) and error.startswith("device disk full"):
+            return error[:500]
+        if code == schema.EXIT_DISK_FULL or self.status.get("exit_code") == schema.EXIT_DISK_FULL:
+            return "device disk full (%s): the agent stopped (exit %d); free space on the " \
+                   "device, then rerun" % (posixpath.dirname(posixpath.dirname(self.run_dir)),
+                                           schema.EXIT_DISK_FULL)
         return None
 
     def _stalled(self):
@@ -246,8 +260,20 @@ class RunPoller:
         age = now - self.beat[1]
         if age > self.stall_timeout_s:
             what = "no heartbeat change" if beat is not None else "no heartbeat file"
+            free = self._free_mb()
+            if free is not None and free * 1024 * 1024 < schema.MIN_FREE_BYTES:
+                return Verdict("lost", "device disk full (%s, %d MB free): %s for %.0f s; free "
+                               "space on the device, then rerun" % (self.run_dir, free, what, age))
             return Verdict("lost", "%s for %.0f s (agent hung or killed)" % (what, age))
         return None
+
+    def _free_mb(self):
+        """MB free in the run folder's filesystem (POSIX `df -Pk`), None if it cannot be told."""
+        try:
+            result = self.t.run(["df", "-Pk", self.run_dir], timeout=15)
+            return int(result.stdout.strip().splitlines()[-1].split()[3]) // 1024
+        except (OrchestratorError, ValueError, IndexError, AttributeError):
+            return None
 
     def _overdue(self):
         now = self.clock()

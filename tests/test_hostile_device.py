@@ -109,3 +109,90 @@ def test_parse_result_turns_every_hostile_body_into_problems_not_exceptions(raw,
     job = {"nonce": "n", "run_id": "r"}
     doc, problems = collect.parse_result(raw, job, "c-1")
     assert problems and any(says in p for p in problems), problems
+
+
+# --- the device's disk fills ----------------------------------------------------------------
+
+from test_executor import agent_pyz  # noqa: E402,F401 (the real agent, built once per module)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 48 MiB tmpfs mounted for this test (root only): the device's workdir filesystem."""
+    import subprocess
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): %s" % proc.stderr.strip())
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder, leave_bytes):
+    """Write a filler file until only about leave_bytes are free in folder's filesystem."""
+    from agent import fsutil
+    path = os.path.join(str(folder), "filler-%d" % len(os.listdir(str(folder))))
+    chunk = b"\1" * (1 << 20)
+    with open(path, "ab") as f:
+        try:
+            while fsutil.free_bytes(str(folder)) - len(chunk) > leave_bytes:
+                f.write(chunk)
+                f.flush()
+            f.write(b"\1" * max(0, fsutil.free_bytes(str(folder)) - leave_bytes))
+            f.flush()
+        except OSError:
+            pass  # full: that is the point
+
+
+def disk_device(mount):
+    return Device(name="smalldisk", transport="local", python=sys.executable,
+                  workdir=str(mount / "wd"))
+
+
+def test_disk_below_the_floor_is_refused_before_a_case_with_the_reason_at_once(
+        small_disk, tmp_path, agent_pyz):  # noqa: F811
+    dev = disk_device(small_disk)
+    job = make_job(dev, n=2)
+    with make_transport(dev) as t:
+        t.mkdirs(dev.workdir)
+        fill(small_disk, 10 << 20)
+        start = time.monotonic()
+        outcome = run_device(t, dev, job, {}, agent_pyz, tmp_path / "raw", Events(),
+                             poll_interval=0.1, stall_timeout_s=60.0)
+    seconds = time.monotonic() - start
+    assert rows(outcome) == [("failed", "agent_lost"), ("failed", "agent_lost")]
+    assert "device disk full (%s" % dev.workdir in outcome.error, outcome.error
+    assert "MB free" in outcome.results[0].reason and "free space on the device" in \
+        outcome.results[0].reason
+    assert seconds < 30  # at once, not after the 60 s stall watch
+
+
+def test_disk_filling_mid_run_stops_the_agent_with_its_own_exit_class(
+        small_disk, tmp_path, agent_pyz):  # noqa: F811
+    dev = disk_device(small_disk)
+    job = make_job(dev, n=2, min_duration_s=1.5)
+    filled = []
+
+    def on_event(name, event):
+        if event.get("event") == "case_start" and not filled:
+            fill(small_disk, 0)
+            filled.append(True)
+
+    start = time.monotonic()
+    with make_transport(dev) as t:
+        outcome = run_device(t, dev, job, {}, agent_pyz, tmp_path / "raw", on_event,
+                             poll_interval=0.1, stall_timeout_s=60.0)
+    seconds = time.monotonic() - start
+    assert filled
+    assert rows(outcome) == [("failed", "agent_lost"), ("failed", "agent_lost")]
+    assert "device disk full" in outcome.error, outcome.error
+    run_dir = os.path.join(dev.workdir, "runs", job["run_id"])
+    with open(os.path.join(run_dir, "agent.exit")) as f:
+        assert f.read().strip() == str(schema.EXIT_DISK_FULL)
+    with open(os.path.join(run_dir, "agent.log")) as f:
+        assert "device disk full" in f.read()
+    assert seconds < 30

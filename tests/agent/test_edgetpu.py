@@ -353,7 +353,8 @@ def test_require_full_delegation_turns_xnnpack_fallback_into_invalid_result(work
     strict, lax = docs["c-strict"], docs["c-lax"]
     assert strict["status"] == "ok" and strict["validity"]["status"] == "INVALID"
     left = strict["delegation"]["fallback_ops"]
-    assert strict["validity"]["reasons"][0].startswith("%d ops fell back to the CPU: " % len(left))
+    assert [r for r in strict["validity"]["reasons"]
+            if r.startswith("%d ops fell back to the CPU: " % len(left))]
     assert strict["runtime"]["delegate"] == "xnnpack"
     assert strict["delegation"]["ops_delegated"] == strict["delegation"]["ops_total"] - len(left)
     assert not any("fell back" in r for r in lax["validity"]["reasons"])

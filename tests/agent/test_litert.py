@@ -176,7 +176,7 @@ def test_gpu_asked_without_a_gpu_runs_on_the_cpu_and_is_invalid(tiny_models, wor
     doc = run_job(workdir, [litert_case(model(tiny_models), accelerator="gpu")])["c-lrt"]
     assert doc["status"] == "ok", doc["reason"]
     assert doc["validity"]["status"] == "INVALID"
-    (reason,) = doc["validity"]["reasons"]
+    (reason,) = reasons_besides_noise(doc)  # a busy machine may add a CV reason too
     assert reason.startswith("accelerator gpu was asked for but not used: LiteRT could not "
                              "compile for it: ")
     assert "No adapters found" in reason and reason.endswith("the model ran on the CPU")
