@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from agent import schema
 from orchestrator import records
-from orchestrator.errors import FileTooLarge, OrchestratorError
+from orchestrator.errors import FileTooLarge, LocalWriteError, OrchestratorError
 from agent.fsutil import atomic_write_bytes  # tmp, fsync, rename, fsync folder
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,14 @@ def parse_result(raw, job, case_id):
         if doc.get("run_id") != job.get("run_id"):
             problems.append("run_id: %r, expected %r" % (doc.get("run_id"), job.get("run_id")))
     return doc, problems
+
+
+def keep_local(path, data):
+    """atomic_write_bytes on this machine; LocalWriteError (the run stops) if it fails."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise LocalWriteError(path, exc) from exc
 
 
 class RunPoller:
@@ -178,7 +186,7 @@ class RunPoller:
                 continue
             if raw is None:
                 continue
-            atomic_write_bytes(os.path.join(self.raw_dir, case_id + ".json"), raw)
+            keep_local(os.path.join(self.raw_dir, case_id + ".json"), raw)
             doc, problems = parse_result(raw, self.job, case_id)
             self.collected.add(case_id)
             if not problems:

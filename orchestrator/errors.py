@@ -7,6 +7,7 @@
     │   ├── CommandTimeout       a remote command ran past its timeout
     │   └── FileTooLarge         a remote file is over the size the caller allows (not a drop)
     ├── AgentBusy                another agent run holds the device's workdir lock
+    ├── LocalWriteError          exit 2: the controller cannot write its results folder (disk full)
     └── ModelBuildError          a built-in model or variant could not be built
 A bug is not an OrchestratorError: it keeps its traceback.
 """
@@ -57,3 +58,15 @@ class AgentBusy(OrchestratorError):
 
 class ModelBuildError(OrchestratorError):
     pass
+
+
+class LocalWriteError(OrchestratorError):
+    """Writing the results folder on this machine failed (a full disk, mostly). The run stops:
+    what the devices measured stays on them, where a rerun of the same job finds it."""
+
+    exit_code = 2
+
+    def __init__(self, path, exc):
+        self.path, self.cause = str(path), exc
+        OrchestratorError.__init__(self, "cannot write %s on this machine: %s"
+                                   % (path, getattr(exc, "strerror", None) or exc))

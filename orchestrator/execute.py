@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from agent import schema
 from orchestrator import deploy, records
 from orchestrator.jobs import failed_result
-from orchestrator.errors import AgentBusy, HostKeyError, OrchestratorError, TransportError
+from orchestrator.errors import (AgentBusy, HostKeyError, LocalWriteError, OrchestratorError,
+                                 TransportError)
 from orchestrator.collect import RunPoller, Verdict
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,
         run.start(agent_pyz[1])
         verdict = run.watch(poll_interval, stall, case_margin_s, max_reconnects)
         run.finish(verdict)
+    except LocalWriteError as exc:  # this machine's disk, not the device: the run stops
+        run.stop_local(exc)
     except Exception as exc:  # noqa: BLE001 - failure is data for this device only
         run.fail(exc)
     return run.outcome
@@ -180,6 +183,15 @@ class _DeviceRun:
         return raw.decode("utf-8", "replace")[-LOG_TAIL_CHARS:].strip() or "(agent.log empty)"
 
     # -- failure ---------------------------------------------------------------------------
+    def stop_local(self, exc):
+        """Results could not be written here: leave the agent and its results on the device."""
+        where = posixpath.join(self.run_dir, "out") if self.run_dir else self.device.workdir
+        message = "%s: %s; stopped watching. What it measured stays on the device in %s" % (
+            self.device.name, exc, where)
+        self.outcome.error, self.outcome.exception = message, exc
+        self._fill("error", message)
+        self._order()
+
     def fail(self, exc):
         if not isinstance(exc, OrchestratorError):
             log.error("%s: internal error", self.device.name, exc_info=exc)

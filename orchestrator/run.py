@@ -8,7 +8,9 @@ anything later can fail.
 from __future__ import annotations
 
 import functools
+import os
 import secrets
+import shutil
 import sys
 import threading
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 from agent import schema
 from agent.fsutil import atomic_write_json, atomic_write_text
 from orchestrator import __version__, records
-from orchestrator.errors import ConfigError, ModelBuildError
+from orchestrator.errors import ConfigError, LocalWriteError, ModelBuildError
 
 
 @dataclass
@@ -127,6 +129,29 @@ def build_artifacts(plan, suite, progress: Progress) -> tuple[dict, dict]:
     return artifacts, problems
 
 
+# The results folder must have this free before anything is dispatched (a run writes a few MB:
+# raw results, kept profiles, the tables), and keeps RESERVE_BYTES of it while it runs so that
+# a disk that fills can still take the manifest that says the run stopped.
+MIN_RESULTS_FREE_BYTES = 16 * 1024 * 1024
+RESERVE_BYTES = 256 * 1024
+
+
+def check_results_space(results_dir, floor=None) -> None:
+    """ConfigError naming --results-dir when its filesystem has less than the floor free."""
+    floor = MIN_RESULTS_FREE_BYTES if floor is None else floor
+    folder = Path(results_dir).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(str(folder)).free
+    except OSError:
+        return  # cannot tell: creating the run folder will say what is wrong
+    if free < floor:
+        raise ConfigError("--results-dir %s: only %d MB free in its filesystem; a run needs %d MB "
+                          "before it dispatches anything; free space there or pick another "
+                          "--results-dir" % (results_dir, free // (1 << 20), floor // (1 << 20)))
+
+
 @dataclass
 class _Run:
     """The files of one run: manifest.json, raw/<device>/<case_id>.json, the tables."""
@@ -155,11 +180,46 @@ class _Run:
                         for d in the_plan.devices}}
         run = cls(summary, manifest)
         run.write_manifest("running")
+        run.hold_reserve()
         return run
 
     def write_manifest(self, state: str, **extra) -> None:
         self.manifest.update(extra, state=state)
-        atomic_write_json(str(self.summary.run_dir / "manifest.json"), self.manifest)
+        path = self.summary.run_dir / "manifest.json"
+        try:
+            atomic_write_json(str(path), self.manifest)
+        except OSError as exc:
+            raise LocalWriteError(path, exc) from exc
+
+    def hold_reserve(self) -> None:
+        try:
+            with open(self.summary.run_dir / ".reserve", "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            self.release_reserve()
+
+    def release_reserve(self) -> None:
+        try:
+            os.unlink(self.summary.run_dir / ".reserve")
+        except OSError:
+            pass
+
+    def stop(self, exc: LocalWriteError, progress) -> LocalWriteError:
+        """The run cannot write its results: manifest 'stopped', and an error that says where
+        the measured results are (still on the devices)."""
+        self.release_reserve()
+        where = ", ".join(sorted(self.manifest["devices"])) or "none"
+        message = ("%s. The run stopped; what the devices measured stays on them under "
+                   "WORKDIR/runs/%s/out (devices: %s). Free space in %s, then rerun"
+                   % (exc, self.summary.run_id, where, self.summary.run_dir.parent))
+        try:
+            self.write_manifest("stopped", stopped_at=schema.utc_now(), reason=message)
+        except LocalWriteError:
+            message += " (the manifest could not be updated either: it still reads 'running')"
+        progress.say("controller", message)
+        stopped = LocalWriteError(exc.path, exc.cause)
+        stopped.args = (message,)
+        return stopped
 
     def raw_dir(self, device: str) -> Path:
         return self.summary.run_dir / "raw" / device
@@ -169,7 +229,10 @@ class _Run:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / (doc["case_id"] + ".json")
         if not path.exists():  # what a device sent is already there; never overwrite it
-            atomic_write_json(str(path), doc)
+            try:
+                atomic_write_json(str(path), doc)
+            except OSError as exc:
+                raise LocalWriteError(path, exc) from exc
 
 
 def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
@@ -184,19 +247,27 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
     suite = load_suite(suite_path)
     inventory = load_inventory(inventory_paths)
     the_plan = make_plan(suite, inventory, devices=devices, probes=cached_probes(inventory))
+    check_results_space(results_dir)
     run = _Run.open(results_dir, suite_path, inventory_paths, the_plan)
     progress.say("controller", "run %s: %s" % (run.summary.run_id, run.summary.run_dir))
     try:
         outcomes, jobs, extra = _execute(run, suite, the_plan, progress, max_parallel)
+        for outcome in outcomes.values():
+            if isinstance(outcome.exception, LocalWriteError):
+                raise outcome.exception
+        _gather(run, the_plan, jobs, outcomes, progress)
+        _write_tables(run.summary)
+        run.release_reserve()
+        run.write_manifest("finished", finished_at=schema.utc_now(), counts=run.summary.counts,
+                           device_errors=run.summary.device_errors, **extra)
     except KeyboardInterrupt:
+        run.release_reserve()
         run.write_manifest("interrupted")
         progress.say("controller", "interrupted: results fetched so far are in %s/raw; agents "
                      "already started keep running on their devices" % run.summary.run_dir)
         raise
-    _gather(run, the_plan, jobs, outcomes, progress)
-    _write_tables(run.summary)
-    run.write_manifest("finished", finished_at=schema.utc_now(), counts=run.summary.counts,
-                       device_errors=run.summary.device_errors, **extra)
+    except LocalWriteError as exc:
+        raise run.stop(exc, progress) from None
     return run.summary
 
 
@@ -247,9 +318,12 @@ def _write_tables(summary) -> None:
     from orchestrator import report
     rows = summary.rows
     header, body = report.comparison(rows, summary.devices)
-    report.write_csv(rows, summary.run_dir / "results.csv")
-    atomic_write_text(str(summary.run_dir / "comparison.md"),
-                      report.render_markdown(header, body, rows, summary.run_id))
+    try:
+        report.write_csv(rows, summary.run_dir / "results.csv")
+        atomic_write_text(str(summary.run_dir / "comparison.md"),
+                          report.render_markdown(header, body, rows, summary.run_id))
+    except OSError as exc:
+        raise LocalWriteError(summary.run_dir, exc) from exc
 
 
 def render_summary(summary: RunSummary) -> str:

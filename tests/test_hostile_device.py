@@ -196,3 +196,68 @@ def test_disk_filling_mid_run_stops_the_agent_with_its_own_exit_class(
     with open(os.path.join(run_dir, "agent.log")) as f:
         assert "device disk full" in f.read()
     assert seconds < 30
+
+
+# --- the controller's results folder fills ---------------------------------------------------
+
+SYNTH_SUITE = {
+    "name": "disk", "settings": {"warmup_runs": 1, "warmup_min_s": 0.0, "runs": 20,
+                                 "min_duration_s": 1.0, "max_duration_s": 5, "case_timeout_s": 60},
+    "cooldown": {"mode": "none", "seconds": 0},
+    "models": [{"name": "spin", "synthetic_ms": 0.2}],
+    "matrix": [{"runtime": "synthetic", "threads": [1, 2]}],
+}
+
+
+def synth_files(tmp_path):
+    import yaml
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(SYNTH_SUITE, sort_keys=False))
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump({"devices": {"box": {
+        "transport": "local", "python": sys.executable, "workdir": str(tmp_path / "wd")}}}))
+    return suite, inv
+
+
+def test_results_dir_below_the_floor_is_refused_before_dispatch(small_disk, tmp_path):
+    from test_e2e import run_cli
+    suite, inv = synth_files(tmp_path)
+    fill(small_disk, 4 << 20)
+    proc = run_cli("run", suite, "-i", inv, "--results-dir", small_disk / "results", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "--results-dir %s: only" % (small_disk / "results") in proc.stderr
+    assert "MB free" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "wd").exists()  # nothing was dispatched
+
+
+def test_results_dir_filling_mid_run_stops_cleanly_and_leaves_the_results_on_the_device(
+        small_disk, tmp_path):
+    from orchestrator.errors import LocalWriteError
+    from orchestrator.run import Progress, run_suite
+    suite, inv = synth_files(tmp_path)
+
+    class Filling(Progress):
+        def event(self, device, ev):
+            if ev.get("event") == "case_start" and ev.get("index") == 0:
+                fill(small_disk, 0)
+            Progress.event(self, device, ev)
+
+    with pytest.raises(LocalWriteError) as info:
+        run_suite(suite, [inv], results_dir=small_disk / "results", progress=Filling())
+    assert info.value.exit_code == 2
+    message = str(info.value)
+    assert "No space left on device" in message and "The run stopped" in message
+    assert "stays on them under WORKDIR/runs/" in message
+    (run_dir,) = list((small_disk / "results").iterdir())
+    with open(run_dir / "manifest.json") as f:
+        manifest = json.load(f)
+    assert manifest["state"] == "stopped" and manifest["reason"] == message
+    # The agent was left running: it finishes and its results are on the device.
+    out = tmp_path / "wd" / "runs" / run_dir.name / "out"
+    deadline = time.monotonic() + 60
+    while not (out / "done").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    results = sorted(p.name for p in out.glob("c-*.json"))
+    assert len(results) == 2
+    for name in results:
+        assert json.loads((out / name).read_text())["status"] == "ok"
