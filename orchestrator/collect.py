@@ -119,6 +119,7 @@ class RunPoller:
         self.beat = (None, clock())
         self.status = {}
         self.events_off = False  # events.jsonl outgrew MAX_EVENTS_READ between two reads
+        self.last_step = clock()  # the run's start, a case_start or a result: the gap watch
 
     def poll_once(self):
         """Read the out folder once; a Verdict when the run is over, else None."""
@@ -169,7 +170,7 @@ class RunPoller:
             if not isinstance(event, dict):
                 continue
             if event.get("event") == "case_start" and event.get("case_id") in self.cases:
-                self.case_started[event["case_id"]] = self.clock()
+                self.case_started[event["case_id"]] = self.last_step = self.clock()
             self.on_event(self.t.name, event)
 
     def _collect(self, names):
@@ -189,6 +190,7 @@ class RunPoller:
             keep_local(os.path.join(self.raw_dir, case_id + ".json"), raw)
             doc, problems = parse_result(raw, self.job, case_id)
             self.collected.add(case_id)
+            self.last_step = self.clock()
             if not problems:
                 self._fetch_kept_files(case_id, doc)
             self.on_result(case_id, doc, problems)
@@ -283,8 +285,31 @@ class RunPoller:
         except (OrchestratorError, ValueError, IndexError, AttributeError):
             return None
 
+    def gap_limit_s(self):
+        """Longest the agent may take between two steps (start, a result, the next case_start):
+        its longest cool-down (fixed seconds; thermal at most max_wait_s) plus the margin."""
+        cfg = self.job.get("cooldown") or {}
+        mode = cfg.get("mode")
+        wait = 0.0
+        if mode in ("fixed", "thermal"):
+            wait = float(cfg.get("seconds") or 0.0)
+        if mode == "thermal":
+            wait = max(wait, float(cfg.get("max_wait_s") or 0.0))
+        if self.events_off:  # case_start is no longer seen: a running case looks like a gap
+            wait += max(float(c["settings"].get("case_timeout_s", 1800.0))
+                        for c in self.cases.values())
+        return wait + self.case_margin_s
+
     def _overdue(self):
         now = self.clock()
+        running = [c for c in self.case_started if c not in self.collected]
+        waiting = [c for c in self.cases if c not in self.collected and c not in self.case_started]
+        if not running and waiting and now - self.last_step > self.gap_limit_s():
+            # Between cases (a cool-down) or before the first: alive, but not moving on.
+            return Verdict("timeout", "no case started %.0f s after the last step (the longest "
+                           "cool-down is %g s, margin %g s): the agent did not move on"
+                           % (now - self.last_step, self.gap_limit_s() - self.case_margin_s,
+                              self.case_margin_s), waiting[0])
         for case_id, started in self.case_started.items():
             if case_id in self.collected:
                 continue

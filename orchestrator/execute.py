@@ -124,6 +124,8 @@ class _DeviceRun:
         while True:
             try:
                 verdict = self.poller.poll_once()
+                if failures:
+                    self.note("reconnected after %d attempt%s" % (failures, "s"[:failures > 1]))
                 failures = 0
             except HostKeyError:
                 raise
@@ -134,7 +136,11 @@ class _DeviceRun:
                     raise TransportError(self.device.name, "connection lost during the run; gave "
                                          "up after %d reconnect attempts: %s" % (max_reconnects, exc))
                 self.t.close()
-                self.note("connection problem (%s); reconnecting, try %d" % (exc, failures))
+                cause = str(exc)
+                if cause.startswith(self.device.name + ": "):
+                    cause = cause[len(self.device.name) + 2:]
+                self.note("connection lost (%s); reconnecting, attempt %d of %d"
+                          % (cause, failures, max_reconnects))
                 time.sleep(min(30.0, poll_interval * 2 ** failures))
                 continue
             if verdict is not None:

@@ -18,7 +18,7 @@ out = sys.argv[sys.argv.index("--out") + 1]
 os.makedirs(out, exist_ok=True)
 for name, text in files:
     if name == "@sleep":
-        time.sleep(float(text))
+        time.sleep(float(base64.b64decode(text)))
         continue
     path = os.path.join(out, name.lstrip("+"))
     if name.startswith("+"):

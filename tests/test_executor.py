@@ -203,7 +203,9 @@ def test_dropped_ssh_connection_reconnects_and_the_run_completes(ssh_lab, tmp_pa
     assert outcome.error is None, outcome.error
     assert [r.status for r in outcome.results] == ["ok", "ok", "ok"]
     notes = [e["text"] for n, e in events.seen if e["event"] == "note"]
-    assert any("reconnecting" in text for text in notes)
+    lost = [t for t in notes if t.startswith("connection lost (")]
+    assert lost and lost[0].endswith("reconnecting, attempt 1 of 6"), notes
+    assert any(t.startswith("reconnected after ") for t in notes), notes
 
 
 def test_case_backstop_times_out_a_case_the_agent_did_not_end(tmp_path, agent_pyz):

@@ -261,3 +261,37 @@ def test_results_dir_filling_mid_run_stops_cleanly_and_leaves_the_results_on_the
     assert len(results) == 2
     for name in results:
         assert json.loads((out / name).read_text())["status"] == "ok"
+
+
+# --- every wait has a deadline ---------------------------------------------------------------
+
+def test_an_agent_that_never_moves_past_a_cool_down_is_timed_out(tmp_path):
+    # A live agent (heartbeat rewritten) that never starts its next case: the cool-down of
+    # 1e9 s a device could be sent, or any agent stuck between cases.
+    beat = [("heartbeat", b"%d\n" % i) for i in range(40)]
+    sleeps = [x for pair in zip(beat, [("@sleep", b"0.25")] * 40) for x in pair]
+
+    def files(job):
+        start = json.dumps({"t": 1, "event": "case_start", "case_id": job["cases"][0]["case_id"],
+                            "index": 0, "total": 2}).encode() + b"\n"
+        return [("+events.jsonl", start), good(job, 0)] + sleeps
+    outcome, job, events, seconds = run_hostile(tmp_path, files, case_margin_s=2.0,
+                                                stall_timeout_s=30.0)
+    assert rows(outcome)[0] == ("ok", None)
+    assert rows(outcome)[1] == ("failed", "timeout")
+    assert "no case started" in outcome.results[1].reason
+    assert "the longest cool-down is 0 s, margin 2 s" in outcome.results[1].reason
+    assert seconds < 10  # the 2 s gap limit, not the 30 s stall watch nor forever
+
+
+def test_gap_limit_follows_the_cool_down_mode():
+    job = {"cases": [{"case_id": "c", "settings": {"case_timeout_s": 100.0}}],
+           "cooldown": {"mode": "thermal", "seconds": 5.0, "delta_c": 3.0, "max_wait_s": 300.0}}
+    poller = collect.RunPoller(None, job, "/r", "/raw", None, None, 60, 10)
+    assert poller.gap_limit_s() == 310.0
+    job["cooldown"]["mode"] = "fixed"
+    assert poller.gap_limit_s() == 15.0
+    job["cooldown"]["mode"] = "none"
+    assert poller.gap_limit_s() == 10.0
+    poller.events_off = True  # no case_start seen any more: a case may be running
+    assert poller.gap_limit_s() == 110.0
