@@ -49,6 +49,32 @@ def atomic_write_bytes(path, data, fsync=True):
         _fsync_dir(folder)
 
 
+def copy_regular_file(src, dst, max_bytes):
+    """Copy the regular file `src` to `dst` (atomically, as atomic_write_bytes), at most
+    max_bytes; returns the bytes copied. Raises ValueError saying why for anything else: a
+    symbolic link (never followed, at src or dst: dst is replaced, not written through), not a
+    regular file, or larger than max_bytes. OSError for a file that cannot be read."""
+    import stat
+    mode = os.lstat(src).st_mode
+    if stat.S_ISLNK(mode):
+        raise ValueError("a symbolic link, not a regular file")
+    if not stat.S_ISREG(mode):
+        raise ValueError("not a regular file")
+    # O_NOFOLLOW: a link swapped in since the lstat is refused (ELOOP), not followed.
+    fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > max_bytes:
+            raise ValueError("%d bytes, more than the %d allowed" % (st.st_size, max_bytes))
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError("grew past the %d bytes allowed while read" % max_bytes)
+    atomic_write_bytes(dst, data)
+    return len(data)
+
+
 def dumps(doc):
     """JSON text of `doc`; NaN/Infinity refused because the controller rejects them anyway."""
     return json.dumps(doc, allow_nan=False, sort_keys=True)

@@ -81,6 +81,14 @@ WORKER_RESULT_WRITTEN_FAILED = 5
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 
+# Files a backend keeps beside its result (out/<case_id>.<name>, environment.artifacts): regular
+# files only, at most MAX_KEPT_FILES and MAX_KEPT_BYTES per case; the controller fetches at most
+# MAX_KEPT_RUN_BYTES of them per run, over every device. A file past a cap is refused with the
+# reason in environment.artifacts_refused; the result always counts.
+MAX_KEPT_FILES = 4
+MAX_KEPT_BYTES = 16 * 1024 * 1024
+MAX_KEPT_RUN_BYTES = 64 * 1024 * 1024
+
 
 def percentile_key(p):
     """50 -> 'p50', 99.9 -> 'p99_9': the field name used in summaries and CSV columns."""

@@ -163,16 +163,34 @@ def resolve_model_path(job_path, case):
     return path
 
 
-def keep_artifacts(backend, out_dir, case_id):
+def keep_artifacts(backend, out_dir, case_id, with_refused=False):
     """Copy the files a backend lists in `artifacts` ({name: path}, e.g. a profile) to
-    out/<case_id>.<name>, next to the result; returns {name: file name in out}."""
-    kept = {}
+    out/<case_id>.<name>, next to the result; returns {name: file name in out} (with_refused:
+    and {name: why} of those not kept).
+
+    Only regular files (a symbolic link is never followed), at most schema.MAX_KEPT_FILES and
+    schema.MAX_KEPT_BYTES per case: what is refused is said, never a failed case.
+    """
+    kept, refused, total = {}, {}, 0
     for name, path in sorted((getattr(backend, "artifacts", None) or {}).items()):
-        if out_dir and path and os.path.isfile(path):
-            target = "%s.%s" % (case_id, name)
-            shutil.copyfile(path, os.path.join(out_dir, target))
-            kept[name] = target
-    return kept
+        target = "%s.%s" % (case_id, name)
+        if not out_dir or not path:
+            continue
+        if len(kept) >= schema.MAX_KEPT_FILES:
+            refused[name] = "a case keeps at most %d files" % schema.MAX_KEPT_FILES
+            continue
+        try:
+            total += fsutil.copy_regular_file(path, os.path.join(out_dir, target),
+                                              schema.MAX_KEPT_BYTES - total)
+        except ValueError as exc:
+            refused[name] = "%s: %s (a case keeps at most %d bytes)" % (
+                path, exc, schema.MAX_KEPT_BYTES)
+            continue
+        except (OSError, IOError) as exc:
+            refused[name] = "%s: cannot be copied: %s" % (path, exc)
+            continue
+        kept[name] = target
+    return (kept, refused) if with_refused else kept
 
 
 _LIFTED_FACTS = ("version", "delegate", "provider", "providers_missing", "delegation",
@@ -216,7 +234,10 @@ def _measure(job_path, job, case, doc, out_dir=None):
     try:
         measured = harness.run_measurement(backend, case["settings"])
         facts = backend.describe() or {}
-        env["artifacts"] = keep_artifacts(backend, out_dir, case.get("case_id"))
+        env["artifacts"], refused = keep_artifacts(backend, out_dir, case.get("case_id"),
+                                                   with_refused=True)
+        if refused:
+            env["artifacts_refused"] = refused
     finally:
         backend.close()
     env["readiness_after"] = readiness()
@@ -236,6 +257,8 @@ def _measure(job_path, job, case, doc, out_dir=None):
     # A backend may invalidate its own run (e.g. delegate fallback under require_full_delegation).
     extra.extend(facts.get("validity_reasons") or [])
     doc["validity"] = harness.validity(doc["timing"], case["settings"], extra)
+    for name, why in sorted((env.get("artifacts_refused") or {}).items()):
+        doc["validity"].setdefault("notes", []).append("kept file %s not kept: %s" % (name, why))
 
 
 def _cooldown_record():

@@ -9,6 +9,7 @@ import logging
 import os
 import posixpath
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -198,21 +199,124 @@ class RunPoller:
     def _fetch_kept_files(self, case_id, doc):
         """Files the agent kept beside a result (a profile trace): fetched next to the raw result.
 
-        Names come from an untrusted result, so only `<case_id>.<name>` in the out folder counts.
+        Names come from an untrusted result, so only `<case_id>.<name>` in the out folder counts,
+        only a regular file (checked on the device, links not followed: _kept_file_kind), and at
+        most schema.MAX_KEPT_FILES and MAX_KEPT_BYTES per case and MAX_KEPT_RUN_BYTES per run
+        (every device's poller together). A file refused is named with why in the result's
+        environment.artifacts_refused and its reason (the row says it) and in a progress note;
+        environment.artifacts keeps only the files fetched. The result always counts: nothing
+        here raises but LocalWriteError (this machine's disk). Returns {name: why} refused.
         """
-        kept = (doc.get("environment") or {}).get("artifacts") or {}
-        pattern = re.compile(r"^%s\.[A-Za-z0-9_.-]+$" % re.escape(case_id))
-        for target in kept.values() if isinstance(kept, dict) else []:
-            if not isinstance(target, str) or not pattern.match(target) or ".." in target:
-                log.warning("%s: ignoring kept file %r of %s", self.t.name, target, case_id)
+        env = doc.get("environment")
+        env = env if isinstance(env, dict) else {}
+        kept = env.get("artifacts")
+        kept = kept if isinstance(kept, dict) else {}
+        pattern = re.compile(r"%s\.[A-Za-z0-9_.-]+" % re.escape(case_id))
+        wanted, refused = {}, {}
+        for name, target in sorted(kept.items(), key=lambda item: str(item[0])):
+            if not isinstance(target, str) or not pattern.fullmatch(target) or ".." in target:
+                refused[name] = "%r is not a file name of this case (%s.NAME)" % (target, case_id)
+            elif target == case_id + ".json":
+                refused[name] = "%s is the result itself" % target
+            elif target not in wanted.values() and \
+                    len(set(wanted.values())) >= schema.MAX_KEPT_FILES:
+                refused[name] = "%s: a case keeps at most %d files" % (target, schema.MAX_KEPT_FILES)
+            else:
+                wanted[name] = target
+        fetched, case_bytes = {}, 0
+        for name, target in wanted.items():
+            if target in fetched.values():
+                fetched[name] = target
                 continue
-            try:
-                data = self.t.read_bytes(posixpath.join(self.out, target), schema.MAX_RESULT_BYTES)
-            except OrchestratorError as exc:   # too big or unreadable: the result still counts
-                log.warning("%s: could not fetch %s: %s", self.t.name, target, exc)
+            why, size = self._kept_file_kind(target)
+            if why is None and case_bytes + size > schema.MAX_KEPT_BYTES:
+                why = "%s: %d bytes would take this case past its %d-byte cap on kept files" % (
+                    target, size, schema.MAX_KEPT_BYTES)
+            if why is None and not self._take_run_bytes(size):
+                why = "%s: %d bytes would take the run past its per-run %d-byte cap on kept " \
+                      "files" % (target, size, schema.MAX_KEPT_RUN_BYTES)
+            if why is None:
+                data, why = self._read_kept_file(target, size)
+                self._take_run_bytes((len(data) if data is not None else 0) - size)
+            if why is not None:
+                refused[name] = why
                 continue
-            if data is not None:
-                atomic_write_bytes(os.path.join(self.raw_dir, target), data)
+            keep_local(os.path.join(self.raw_dir, target), data)
+            case_bytes += len(data)
+            fetched[name] = target
+        if refused:
+            self._refuse_kept_files(case_id, doc, env, fetched, refused)
+        return refused
+
+    # Bytes of kept files fetched per run ((run_id, nonce): one benchfleet run, all its devices).
+    _kept_run_bytes = {}
+    _kept_lock = threading.Lock()
+
+    def _take_run_bytes(self, size):
+        """Count `size` more kept bytes for this run (negative: give some back); False, counting
+        nothing, when that would pass schema.MAX_KEPT_RUN_BYTES."""
+        key = (self.job.get("run_id"), self.job.get("nonce"))
+        with RunPoller._kept_lock:
+            used = RunPoller._kept_run_bytes.get(key, 0)
+            if size > 0 and used + size > schema.MAX_KEPT_RUN_BYTES:
+                return False
+            RunPoller._kept_run_bytes[key] = max(0, used + size)
+            return True
+
+    def _kept_file_kind(self, target):
+        """(None, size) when out/<target> is a regular file on the device, else (why, None).
+
+        `ls -lndq` (POSIX) describes the entry itself, never what a symbolic link points at;
+        -q prints a name's or link target's odd characters as '?', so its one line cannot be
+        forged by them; C locale for the fields.
+        """
+        path = posixpath.join(self.out, target)
+        try:
+            result = self.t.run(["ls", "-lndq", "--", path], timeout=30, env={"LC_ALL": "C"})
+        except OrchestratorError as exc:
+            return "%s: could not be checked on the device: %s" % (target, exc), None
+        lines = [l for l in result.stdout.splitlines()
+                 if l.endswith(" " + path) or (" " + path + " -> ") in l]
+        fields = lines[0].split() if len(lines) == 1 else []
+        if len(fields) < 6:
+            if result.exit_code != 0:
+                return "%s: not in the out folder" % target, None
+            return "%s: could not be checked on the device (ls said %r)" % (
+                target, result.stdout[:200]), None
+        kind = fields[0][:1]
+        if kind != "-":
+            what = {"l": "a symbolic link", "d": "a folder", "p": "a pipe", "s": "a socket",
+                    "c": "a device", "b": "a device"}.get(kind, "of type %r" % kind)
+            return "%s: not a regular file (%s)" % (target, what), None
+        if not fields[4].isdigit():
+            return "%s: could not be checked on the device (size %r)" % (target, fields[4]), None
+        return None, int(fields[4])
+
+    def _read_kept_file(self, target, size):
+        """(bytes, None), or (None, why): never more than the `size` checked (a file that grew
+        since is refused, not read)."""
+        try:
+            data = self.t.read_bytes(posixpath.join(self.out, target), size)
+        except FileTooLarge as exc:
+            return None, "%s: grew to %d bytes after it was checked" % (target, exc.size)
+        except OrchestratorError as exc:
+            return None, "%s: could not be fetched: %s" % (target, exc)
+        if data is None:
+            return None, "%s: gone before it could be fetched" % target
+        return data, None
+
+    def _refuse_kept_files(self, case_id, doc, env, fetched, refused):
+        """Say in the result (its reason, environment.artifacts_refused) and in a progress note
+        which kept files were refused and why."""
+        env["artifacts"] = fetched
+        env["artifacts_refused"] = {str(k): v for k, v in refused.items()}
+        whys = sorted(set(refused.values()))
+        text = "; ".join(whys[:5]) + ("; and %d more" % (len(whys) - 5) if len(whys) > 5 else "")
+        note = "kept files refused (the result still counts): " + text
+        doc["reason"] = "%s; %s" % (doc["reason"], note) if doc.get("reason") else note
+        log.warning("%s: %s: %s", self.t.name, case_id, note)
+        if self.on_event is not None:
+            self._note("%s: %s" % (case_id, note))
 
     def _read_json(self, name, max_bytes=1 << 20):
         """The small JSON file `name` (agent.exit, status.json), None if absent or not usable."""

@@ -38,6 +38,33 @@ def failed_result(job, case, substatus, reason) -> dict:
     return controller_result(job, case, "failed", reason, substatus)
 
 
+IDENTITY_RUNTIME = ("backend", "threads", "affinity", "precision")
+
+
+def with_job_identity(result, job, case):
+    """(result, changed): `result` with what names its row taken from the job the controller
+    sent, never from the device: label, model, device name and the runtime's backend, threads,
+    affinity and precision (run_id, nonce and case_id are checked against the job on fetch).
+    What the device measured or said about its run (timing, versions, provider, reasons) is
+    left as it is. `changed` names the fields the device's result had otherwise."""
+    from orchestrator import records
+    doc = result.to_doc()
+    label = case.get("label") or case.get("case_id")
+    model = dict(case.get("model") or {})
+    runtime = dict(doc.get("runtime") or {})
+    runtime.update((k, (case.get("runtime") or {}).get(k)) for k in IDENTITY_RUNTIME)
+    device = dict(doc.get("device") or {}, name=job.get("device"))
+    changed = [what for what, ours, theirs in (
+        ("label", label, doc.get("label")), ("model", model, doc.get("model")),
+        ("runtime", runtime, doc.get("runtime")),
+        ("device name", device["name"], (doc.get("device") or {}).get("name")))
+        if ours != theirs]
+    if not changed:
+        return result, []
+    doc.update(label=label, model=model, runtime=runtime, device=device)
+    return records.from_doc(doc), changed
+
+
 def job_case(case, artifact) -> dict:
     """A planned case as a job.json case (agent/schema.py check_case)."""
     model = {"name": case.model_name, "variant": case.variant, "format": case.format,

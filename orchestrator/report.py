@@ -15,6 +15,7 @@ from typing import Iterable
 
 from agent import schema
 from agent.fsutil import atomic_write_text
+from orchestrator import escape
 
 PERCENTILE_COLUMNS = [schema.percentile_key(p) + "_ms" for p in schema.PERCENTILES]
 CONSERVATIVE_COLUMNS = [key + "_cons_ms" for key in schema.CONSERVATIVE_FIELDS]
@@ -82,11 +83,14 @@ def _cores(affinity) -> str | None:
 
 
 def csv_value(column: str, value):
-    """A value as written to results.csv: rounded to what the clock resolves, '' for None."""
+    """A value as written to results.csv: rounded to what the clock resolves, '' for None; text
+    (any column may hold a device's string) made inert for spreadsheets (escape.csv_cell)."""
     if value is None:
         return ""
-    if isinstance(value, bool) or not isinstance(value, float):
+    if isinstance(value, bool) or isinstance(value, int):
         return value
+    if not isinstance(value, float):
+        return escape.csv_cell(value if isinstance(value, str) else str(value))
     if column.endswith("_ms"):
         return round(value, MS_DECIMALS)
     if column.endswith("_s"):
@@ -154,7 +158,9 @@ def fold(text: str, width: int = LABEL_WIDTH) -> list[str]:
 
 def render_text(header: list[str], body: list[list[str]], label_width: int = LABEL_WIDTH) -> str:
     """The console table; long case labels fold onto continuation lines instead of widening
-    every line of the table."""
+    every line of the table. Every cell is plain text (escape.terminal)."""
+    header = [escape.terminal(c, limit=None) for c in header]
+    body = [[escape.terminal(c, limit=None) for c in r] for r in body]
     folded = [(fold(r[0], label_width), r[1:]) for r in body]
     widths = [max([len(header[0])] + [len(x) for lines, _ in folded for x in lines])]
     widths += [max(len(r[i]) for r in [header] + body) for i in range(1, len(header))]
@@ -172,15 +178,23 @@ def render_markdown(header: list[str], body: list[list[str]], rows: list[dict], 
     out = ["# benchfleet run %s" % run_id, "",
            "Cells: p50 / p99 / first inference, in ms. p99 is the 99%-confidence upper bound;",
            "n/e = not established (too few samples). * = INVALID (reasons below).", ""]
-    out.append("| " + " | ".join(header) + " |")
+    md = escape.markdown
+    out.append("| " + " | ".join(md(c) for c in header) + " |")
     out.append("|" + "|".join("---" for _ in header) + "|")
-    out.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body)
-    notes = [r for r in rows if r.get("validity") == "INVALID" or r.get("status") != "ok"]
+    out.extend("| " + " | ".join(md(c) for c in r) + " |" for r in body)
+    # Not ok, INVALID, or ok with a note of the controller's (a kept file it refused).
+    notes = [r for r in rows if r.get("validity") == "INVALID" or r.get("status") != "ok"
+             or r.get("reason")]
     if notes:
         out += ["", "## Notes", ""]
         for r in notes:
-            why = r.get("reason") if r.get("status") != "ok" else r.get("validity_reasons")
-            out.append("- %s, %s: %s: %s" % (r["device"], r.get("label") or r["case_id"],
-                                             r.get("status") if r.get("status") != "ok" else "INVALID",
-                                             why))
+            if r.get("status") != "ok":
+                what, why = r.get("status"), r.get("reason")
+            elif r.get("validity") == "INVALID":
+                what = "INVALID"
+                why = "; ".join(x for x in (r.get("validity_reasons"), r.get("reason")) if x)
+            else:
+                what, why = "ok", r.get("reason")
+            out.append("- %s, %s: %s: %s" % (md(r["device"]), md(r.get("label") or r["case_id"]),
+                                             md(what), md(why)))
     return "\n".join(out) + "\n"

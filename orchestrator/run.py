@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent import schema
 from agent.fsutil import atomic_write_json, atomic_write_text
-from orchestrator import __version__, records
+from orchestrator import __version__, escape, records
 from orchestrator.errors import ConfigError, LocalWriteError, ModelBuildError
 
 
@@ -61,27 +61,51 @@ class Progress:
     """Live, line-based progress per device (safe from many threads; readable in CI logs too).
 
     Progress goes to stderr so that stdout carries only the result (the table, or --json).
+    Every line is plain text (escape.terminal): agent events are a device's untrusted output, so
+    a case's label is the job's (know_cases), never the event's, and a malformed field is shown
+    as text or left out, never an exception that would cost the device its results.
     """
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.lock = threading.Lock()
+        self.labels = {}   # device -> {case_id: label}, from the jobs the controller sent
+
+    def know_cases(self, device: str, cases) -> None:
+        """The job's cases of a device: their labels are the ones progress lines show."""
+        labels = getattr(self, "labels", None)
+        if labels is None:
+            labels = self.labels = {}
+        labels[device] = {c["case_id"]: c.get("label") or c["case_id"] for c in cases}
 
     def say(self, device: str, text: str) -> None:
+        line = "[%s] %s" % (escape.terminal(device, limit=80), escape.terminal(text, limit=2000))
         with self.lock:
-            print("[%s] %s" % (device, text), file=self.stream, flush=True)
+            print(line, file=self.stream, flush=True)
+
+    def _case(self, device: str, ev: dict) -> str:
+        case_id = ev.get("case_id")
+        known = (getattr(self, "labels", None) or {}).get(device, {})
+        if isinstance(case_id, str) and case_id in known:
+            return known[case_id]
+        return "unknown case %s" % escape.terminal(case_id, limit=80)
 
     def event(self, device: str, ev: dict) -> None:
         kind = ev.get("event")
         if kind == "case_start":
-            self.say(device, "case %s/%s %s" % (ev.get("index", 0) + 1, ev.get("total"),
-                                                ev.get("label") or ev.get("case_id")))
+            index, total = ev.get("index"), ev.get("total")
+            where = "%d/%s" % (index + 1, _count(total)) if _is_int(index) else "?/%s" % _count(total)
+            self.say(device, "case %s %s" % (where, self._case(device, ev)))
         elif kind == "case_end":
             p50 = ev.get("p50_ms")
-            tail = " p50 %.3f ms" % p50 if isinstance(p50, (int, float)) else ""
-            self.say(device, "  -> %s%s" % (ev.get("status"), tail))
+            tail = " p50 %.3f ms" % p50 if _is_number(p50) else ""
+            status = ev.get("status")
+            self.say(device, "  -> %s%s" % (status if status in schema.STATUSES
+                                           else "status %r" % escape.terminal(status, 80), tail))
         elif kind == "cooldown":
-            self.say(device, "  cooled down %.1f s" % (ev.get("waited_s") or 0))
+            waited = ev.get("waited_s")
+            self.say(device, "  cooled down %s s" % ("%.1f" % waited if _is_number(waited)
+                                                      else "?"))
         elif kind in ("deploy", "note"):
             self.say(device, ev.get("text", kind))
 
@@ -91,6 +115,19 @@ class Progress:
         text = zoo.progress_line(ev)
         if text:
             self.say("controller", text)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        value == value and abs(value) != float("inf")
+
+
+def _count(value) -> str:
+    return str(value) if _is_int(value) else "?"
 
 
 def new_run_id() -> str:
@@ -283,6 +320,9 @@ def _execute(run, suite, the_plan, progress, max_parallel):
         name = dplan.device.name
         djob = jobs[name] = device_job(run.summary.run_id, run.manifest["nonce"], suite, dplan,
                                        artifacts, problems)
+        know = getattr(progress, "know_cases", None)
+        if know is not None:
+            know(name, djob.job["cases"])
         for doc in djob.planned:
             run.keep_raw(name, doc)
             progress.say(name, "%s: %s: %s" % (doc["label"], doc["status"], doc["reason"]))
@@ -296,13 +336,28 @@ def _execute(run, suite, the_plan, progress, max_parallel):
 
 
 def _gather(run, the_plan, jobs, outcomes, progress) -> None:
-    """Every device's results (planned skips + what it ran) into the summary, in plan order."""
+    """Every device's results (planned skips + what it ran) into the summary, in plan order.
+
+    A device's result names its case, model and runtime, but those are the job's to say: the
+    rows take them from the job sent (jobs.with_job_identity), and a result that claimed
+    otherwise gets a progress line.
+    """
+    from orchestrator.jobs import with_job_identity
     summary = run.summary
     for dplan in the_plan.devices:
         name = dplan.device.name
         outcome = outcomes.get(name)
         found = {d["case_id"]: records.from_doc(d) for d in jobs[name].planned}
-        found.update((r.case_id, r) for r in (outcome.results if outcome else []))
+        sent = {c["case_id"]: c for c in jobs[name].job["cases"]}
+        for result in outcome.results if outcome else []:
+            case = sent.get(result.case_id)
+            if case is None:
+                continue
+            result, changed = with_job_identity(result, jobs[name].job, case)
+            if changed:
+                progress.say(name, "%s: the device's result gave its own %s; the row shows the "
+                             "job's" % (case.get("label") or result.case_id, ", ".join(changed)))
+            found[result.case_id] = result
         if outcome and outcome.error:
             summary.device_errors[name] = outcome.error
             progress.say(name, "device error: %s" % outcome.error)
