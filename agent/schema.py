@@ -59,6 +59,42 @@ SETTING_MINIMUMS = {
     "min_duration_s": (0.0, True), "max_duration_s": (0.0, False), "input_seed": (0, True),
     "input_pool": (1, True), "cv_max": (0.0, False), "case_timeout_s": (0.0, False),
 }
+# The largest (allowed): far past any real suite, near enough that a typo (1e9 s) is refused at
+# load instead of hanging a run or overflowing a sleep on the device.
+SETTING_MAXIMUMS = {
+    "warmup_runs": 1000000, "warmup_min_s": 3600.0, "runs": 1000000,
+    "min_duration_s": 43200.0, "max_duration_s": 43200.0, "input_seed": 2 ** 32 - 1,
+    "input_pool": 256, "cv_max": 100.0, "case_timeout_s": 86400.0,
+}
+# Cool-down numbers: (lowest, whether the lowest itself is allowed, highest allowed).
+COOLDOWN_LIMITS = {
+    "seconds": (0.0, True, 3600.0), "delta_c": (0.0, False, 100.0),
+    "max_wait_s": (0.0, False, 3600.0),
+}
+MAX_THREADS = 1024          # threads of one case
+MAX_CPU_INDEX = 4095        # an affinity's CPU numbers
+MAX_SYNTHETIC_MS = 60000.0  # one synthetic inference
+MAX_CASES = 10000           # cases of one suite (a matrix entry included)
+
+
+def number_text(value):
+    """3600.0 -> '3600', 4294967295 -> '4294967295', 0.025 -> '0.025' (never an exponent for a
+    whole number)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        value = int(value)
+    return str(value) if isinstance(value, int) else "%g" % value
+
+
+def range_problem(value, low, high, low_allowed=True):
+    """The message for a number outside [low, high] ((low, high] when not low_allowed), else None."""
+    if low <= value <= high and (low_allowed or value != low):
+        return None
+    if low_allowed:
+        allowed = "%s to %s" % (number_text(low), number_text(high))
+    else:
+        allowed = "more than %s and at most %s" % (number_text(low), number_text(high))
+    return "must be %s (got %s)" % (allowed, number_text(value))
+
 
 # Agent process exit codes (`agent.pyz run`): distinct per failure class.
 EXIT_OK = 0            # every case has a result file (whatever its status)
@@ -165,14 +201,26 @@ def check_case(case, path="cases[0].", user_backends=()):
         _check_enum(problems, model, mp, "format", MODEL_FORMATS)
         _check_type(problems, model, mp, "sha256", str, allow_none=True)
         _check_type(problems, model, mp, "path", str, allow_none=True)
-        _check_type(problems, model, mp, "synthetic_ms", NUMBER, required=False, allow_none=True)
+        ms = _check_type(problems, model, mp, "synthetic_ms", NUMBER, required=False,
+                         allow_none=True)
+        message = ms is not None and range_problem(ms, 0.0, MAX_SYNTHETIC_MS)
+        if message:
+            _problem(problems, mp + "synthetic_ms", message)
     runtime = _check_type(problems, case, path, "runtime", dict)
     if runtime is not None:
         rp = path + "runtime."
         _unknown(problems, runtime, rp, RUNTIME_FIELDS)
         backend = _check_enum(problems, runtime, rp, "backend", BACKENDS + tuple(user_backends))
-        _check_type(problems, runtime, rp, "threads", int, allow_none=True)
-        _check_type(problems, runtime, rp, "affinity", list, allow_none=True)
+        threads = _check_type(problems, runtime, rp, "threads", int, allow_none=True)
+        message = threads is not None and range_problem(threads, 1, MAX_THREADS)
+        if message:
+            _problem(problems, rp + "threads", message)
+        affinity = _check_type(problems, runtime, rp, "affinity", list, allow_none=True)
+        for j, cpu in enumerate(affinity or []):
+            ok = isinstance(cpu, int) and not isinstance(cpu, bool)
+            message = range_problem(cpu, 0, MAX_CPU_INDEX) if ok else "expected a CPU number"
+            if message:
+                _problem(problems, "%saffinity[%d]" % (rp, j), message)
         _check_enum(problems, runtime, rp, "precision", PRECISIONS)
         options = _check_type(problems, runtime, rp, "options", dict)
         if options is not None and backend in catalog.BY_NAME:
@@ -184,8 +232,10 @@ def check_case(case, path="cases[0].", user_backends=()):
         for key in DEFAULT_SETTINGS:
             value = _check_type(problems, settings, sp, key, NUMBER)
             low, inclusive = SETTING_MINIMUMS[key]
-            if value is not None and (value < low or (value == low and not inclusive)):
-                _problem(problems, sp + key, "must be %s %g" % (">=" if inclusive else ">", low))
+            message = value is not None and range_problem(value, low, SETTING_MAXIMUMS[key],
+                                                          inclusive)
+            if message:
+                _problem(problems, sp + key, message)
     return problems
 
 
@@ -206,8 +256,11 @@ def check_job(job):
     if cooldown is not None:
         _unknown(problems, cooldown, "cooldown.", tuple(DEFAULT_COOLDOWN))
         _check_enum(problems, cooldown, "cooldown.", "mode", COOLDOWN_MODES)
-        for key in ("seconds", "delta_c", "max_wait_s"):
-            _check_type(problems, cooldown, "cooldown.", key, NUMBER)
+        for key, (low, low_allowed, high) in sorted(COOLDOWN_LIMITS.items()):
+            value = _check_type(problems, cooldown, "cooldown.", key, NUMBER)
+            message = value is not None and range_problem(value, low, high, low_allowed)
+            if message:
+                _problem(problems, "cooldown." + key, message)
     users = _check_type(problems, job, "", "backends", dict, required=False) or {}
     for name, entry in sorted(users.items()):
         where = "backends.%s." % name

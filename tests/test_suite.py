@@ -74,10 +74,10 @@ def test_type_errors_all_at_once_with_dotted_paths(tmp_path):
     path = write(tmp_path, HEAD + "settings: {runs: 0, warmup: 5}\ncooldown: {mode: cold}\n"
                  "matrix:\n  - runtime: synthetic\n  - runtime: tflite\n    threads: [0, '2']\n")
     assert problems_of(path) == [
-        "%s: settings.runs: Input should be greater than or equal to 1" % path,
+        "%s: settings.runs: must be 1 to 1000000 (got 0)" % path,
         "%s: settings.warmup: unknown field" % path,
         "%s: cooldown.mode: Input should be 'none', 'fixed' or 'thermal'" % path,
-        "%s: matrix[1].threads[0]: Input should be greater than or equal to 1" % path,
+        "%s: matrix[1].threads[0]: must be 1 to 1024 (got 0)" % path,
         "%s: matrix[1].threads[1]: Input should be a valid integer" % path,
     ]
 

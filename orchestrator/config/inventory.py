@@ -15,6 +15,7 @@ from pydantic import model_validator
 from agent.schema import DEFAULT_WORKDIR
 from orchestrator.errors import ConfigError
 from orchestrator.config import ansible
+from orchestrator.config.fields import Alias, Host, ProxyJump, Python, User, Workdir, bounded
 from orchestrator.config.yamlio import format_validation_error, load_yaml
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -26,7 +27,8 @@ DEFAULT_INVENTORY = ("inventory",)
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 EnvKey = Annotated[str, StringConstraints(pattern=ENV_KEY_PATTERN)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+# A connect or command timeout: more than 0, at most an hour (a typo's 1e9 s would hang a run).
+Seconds = bounded(float, 0.0, 3600.0, low_allowed=False)
 
 
 class Device(BaseModel):
@@ -43,21 +45,21 @@ class Device(BaseModel):
     name: Name
     description: str = ""
     transport: Literal["ssh", "local"] = "ssh"
-    host: Optional[str] = None
+    host: Optional[Host] = None
     port: Optional[Annotated[int, Field(ge=1, le=65535)]] = None
-    user: Optional[str] = None
+    user: Optional[User] = None
     identity_file: Optional[str] = None
-    ssh_alias: Optional[str] = None
-    proxy_jump: Optional[str] = None
+    ssh_alias: Optional[Alias] = None
+    proxy_jump: Optional[ProxyJump] = None
     known_hosts: str = "~/.ssh/known_hosts"
-    python: str = "python3"
-    workdir: str = DEFAULT_WORKDIR
+    python: Python = "python3"
+    workdir: Workdir = DEFAULT_WORKDIR   # relative: stored as ~/relative (the device's home)
     tags: list[Name] = []
     accelerators: list[Literal[ACCELERATORS]] = []
     env: dict[EnvKey, str] = {}
     sensors: dict[str, Any] = {}
-    connect_timeout_s: Optional[PositiveSeconds] = None
-    command_timeout_s: PositiveSeconds = 60.0
+    connect_timeout_s: Optional[Seconds] = None
+    command_timeout_s: Seconds = 60.0
 
     _source: str = PrivateAttr(default="")
     _given_as: str = PrivateAttr(default="")   # the -i argument it was loaded through

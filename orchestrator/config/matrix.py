@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from agent.backends import catalog
+from agent.schema import MAX_CASES
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,8 @@ def expand_entry(suite, i, entry):
     """(cases, problems) for one matrix entry; a runtime that yields no case is a problem."""
     models = [suite.model(n) for n in entry.models] if entry.models else suite.models
     settings = suite.settings_for(entry)
-    cases, problems = [], []
+    cases, problems, count = [], [], 0
+    plans = []
     for backend in entry.runtime:
         spec = suite.backend(backend)
         pairs = [(m, v) for m in models for v in m.variant_names(entry.variants)
@@ -40,6 +42,13 @@ def expand_entry(suite, i, entry):
         triples = [(m, v, p) for m, v in fitting for p in _precisions(entry, spec, m, v)]
         if not triples:
             problems.append(("matrix[%d].precision" % i, _no_precision(spec, entry, fitting)))
+        plans.append((backend, triples))
+        count += len(triples) * len(entry.threads or [None]) * len(entry.affinity or [None])
+    if count > MAX_CASES:   # counted before anything is built: a 1000 x 100000 matrix costs nothing
+        return [], problems + [("matrix[%d]" % i, "expands to %d cases, past the %d one suite may "
+                                "hold: split it into several suites, or narrow its lists"
+                                % (count, MAX_CASES))]
+    for backend, triples in plans:
         for m, v, p in triples:
             for threads in entry.threads or [None]:
                 for aff in entry.affinity or [None]:

@@ -12,10 +12,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
 from pydantic import create_model, model_validator
 
 from agent.backends import catalog, userfile
-from agent.schema import (COOLDOWN_MODES, DEFAULT_COOLDOWN, DEFAULT_SETTINGS, PRECISIONS,
-                          SETTING_MINIMUMS)
+from agent.schema import (COOLDOWN_LIMITS, COOLDOWN_MODES, DEFAULT_COOLDOWN, DEFAULT_SETTINGS,
+                          MAX_CASES, MAX_CPU_INDEX, MAX_SYNTHETIC_MS, MAX_THREADS, PRECISIONS,
+                          SETTING_MAXIMUMS, SETTING_MINIMUMS)
 from orchestrator.errors import ConfigError
 from orchestrator.models.variants import VARIANT_FORMATS
+from orchestrator.config.fields import bounded
 from orchestrator.config.inventory import NAME_PATTERN, Name
 from orchestrator.config.matrix import expand_entry
 from orchestrator.config.yamlio import format_validation_error, load_yaml
@@ -31,10 +33,9 @@ FILE_VARIANT = "file"            # the one variant of a user `path:` model: the 
 SYNTHETIC_VARIANT = "synthetic"  # the one variant of a `synthetic_ms:` model
 
 Selector = Annotated[str, Field(pattern=r"^(tag:)?" + NAME_PATTERN[1:])]
-NonNegInt = Annotated[int, Field(ge=0)]
-PosInt = Annotated[int, Field(ge=1)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
+Threads = bounded(int, 1, MAX_THREADS)
+CpuIndex = bounded(int, 0, MAX_CPU_INDEX)
+SyntheticMs = bounded(float, 0.0, MAX_SYNTHETIC_MS, low_allowed=False)
 
 
 def _as_list(value):
@@ -52,11 +53,16 @@ class _Settings(_Strict):
 
 
 def _setting_field(name):
-    """An optional pydantic field of DEFAULT_SETTINGS[name]'s type and SETTING_MINIMUMS bound."""
+    """An optional pydantic field of DEFAULT_SETTINGS[name]'s type, from its SETTING_MINIMUMS
+    to its SETTING_MAXIMUMS bound."""
     low, inclusive = SETTING_MINIMUMS[name]
     kind = type(DEFAULT_SETTINGS[name])
-    bound = Field(ge=low) if inclusive else Field(gt=low)
-    return (Optional[Annotated[kind, bound]], None)
+    return (Optional[bounded(kind, low, SETTING_MAXIMUMS[name], inclusive)], None)
+
+
+def _cooldown_field(name):
+    low, low_allowed, high = COOLDOWN_LIMITS[name]
+    return (bounded(float, low, high, low_allowed), DEFAULT_COOLDOWN[name])
 
 
 # Overrides of agent.schema.DEFAULT_SETTINGS (docs/METHOD.md); unset fields keep the default. Derived
@@ -66,14 +72,12 @@ SettingsOverride = create_model(
     **{name: _setting_field(name) for name in DEFAULT_SETTINGS})
 
 
-class Cooldown(_Strict):
-    """Between cases: none, fixed `seconds`, or thermal (back within delta_c); the defaults are
-    agent.schema.DEFAULT_COOLDOWN."""
-
-    mode: Literal[COOLDOWN_MODES] = DEFAULT_COOLDOWN["mode"]
-    seconds: NonNegFloat = DEFAULT_COOLDOWN["seconds"]
-    delta_c: PosFloat = DEFAULT_COOLDOWN["delta_c"]
-    max_wait_s: PosFloat = DEFAULT_COOLDOWN["max_wait_s"]
+# Between cases: none, fixed `seconds`, or thermal (back within delta_c, at most max_wait_s); the
+# defaults are agent.schema.DEFAULT_COOLDOWN, the bounds its COOLDOWN_LIMITS.
+Cooldown = create_model(
+    "Cooldown", __base__=_Strict,
+    mode=(Literal[COOLDOWN_MODES], DEFAULT_COOLDOWN["mode"]),
+    **{name: _cooldown_field(name) for name in COOLDOWN_LIMITS})
 
 
 class ModelSpec(_Strict):
@@ -82,7 +86,7 @@ class ModelSpec(_Strict):
     name: Name
     builtin: Optional[Literal[BUILTIN_MODELS]] = None
     path: Optional[str] = None
-    synthetic_ms: Optional[PosFloat] = None
+    synthetic_ms: Optional[SyntheticMs] = None
     variants: Optional[list[str]] = None
     # int8 calibration samples for a built-in (a folder of .npy files, relative to the suite);
     # default: seeded random pixels, like the inputs the harness feeds.
@@ -142,8 +146,8 @@ class MatrixEntry(_Strict):
     runtime: Annotated[list[str], BeforeValidator(_as_list), Field(min_length=1)]
     models: Optional[list[str]] = None
     variants: Optional[list[str]] = None
-    threads: Optional[list[Optional[PosInt]]] = None
-    affinity: Optional[list[Optional[Annotated[list[NonNegInt], Field(min_length=1)]]]] = None
+    threads: Optional[list[Optional[Threads]]] = None
+    affinity: Optional[list[Optional[Annotated[list[CpuIndex], Field(min_length=1)]]]] = None
     precision: Optional[list[Literal[PRECISIONS]]] = None
     options: dict[str, Any] = {}
     settings: SettingsOverride = SettingsOverride()
@@ -300,6 +304,7 @@ def _check_model_path(model, where, base_dir):
 def _check_matrix(suite, expand=True, names_known=True):
     problems = _check_settings("settings", suite.settings_for(MatrixEntry(runtime=["synthetic"])))
     names = [m.name for m in suite.models]
+    total = 0
     for i, entry in enumerate(suite.matrix):
         before = len(problems)
         for j, name in enumerate(entry.models or []):
@@ -316,7 +321,12 @@ def _check_matrix(suite, expand=True, names_known=True):
         if entry.settings.values():
             problems += _check_settings("matrix[%d].settings" % i, suite.settings_for(entry))
         if expand and len(problems) == before:  # only once models and references are sound
-            problems += expand_entry(suite, i, entry)[1]
+            cases, found = expand_entry(suite, i, entry)
+            problems += found
+            total += len(cases)
+    if total > MAX_CASES:
+        problems.append(("matrix", "its entries expand to %d cases, past the %d one suite may "
+                         "hold: split it into several suites" % (total, MAX_CASES)))
     return problems
 
 
