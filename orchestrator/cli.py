@@ -13,6 +13,7 @@ import os
 import sys
 
 from orchestrator import __version__
+from orchestrator.cache import cache_root
 from orchestrator.config.inventory import DEFAULT_INVENTORY
 from orchestrator.errors import ConfigError, OrchestratorError
 
@@ -58,8 +59,14 @@ def cmd_devices_list(args) -> int:
 def cmd_devices_trust(args) -> int:
     from orchestrator.transport.hostkeys import trust_host_key
     for dev in _inventory(args).select([args.name]):
-        fingerprint = trust_host_key(dev, dev.known_hosts_path)
-        print("%s: trusted %s (in %s)" % (dev.name, fingerprint, dev.known_hosts_path))
+        replaced = []
+        fingerprint = trust_host_key(dev, dev.known_hosts_path, replace=args.replace,
+                                     replaced=replaced)
+        if replaced:
+            print("%s: replaced %s with %s (in %s)" % (dev.name, "; ".join(replaced), fingerprint,
+                                                      dev.known_hosts_path))
+        else:
+            print("%s: trusted %s (in %s)" % (dev.name, fingerprint, dev.known_hosts_path))
     return EXIT_OK
 
 
@@ -75,10 +82,10 @@ def cmd_devices_probe(args) -> int:
     from orchestrator import devices
     for name, (probe, error) in outcomes.items():
         if error:
-            print("%s: probe failed: %s" % (name, error), file=sys.stderr)
+            print(_shown("%s: probe failed: %s" % (name, error)), file=sys.stderr)
             continue
         can, cannot = devices.capabilities(inv[name], probe)
-        print("\n".join(devices.capability_lines(name, can, cannot)))
+        print(_shown("\n".join(devices.capability_lines(name, can, cannot))))
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -106,10 +113,10 @@ def cmd_devices_add(args) -> int:
         return EXIT_OK
     probe, error = probe_device(device)
     if error:
-        print("%s: probe failed: %s" % (device.name, error), file=sys.stderr)
+        print(_shown("%s: probe failed: %s" % (device.name, error)), file=sys.stderr)
         return EXIT_FAILED
     can, cannot = devices.capabilities(device, probe)
-    print("\n".join(devices.capability_lines(device.name, can, cannot)))
+    print(_shown("\n".join(devices.capability_lines(device.name, can, cannot))))
     return EXIT_OK
 
 
@@ -142,7 +149,7 @@ def cmd_plan(args) -> int:
     if args.json:
         _print_json(the_plan.to_json())
     else:
-        print(the_plan.to_text())
+        print(_shown(the_plan.to_text()))
     return EXIT_OK
 
 
@@ -208,6 +215,8 @@ def _devices_parser(sub):
     p.set_defaults(func=cmd_devices_probe)
     p = _with_inventory(dsub.add_parser("trust", help="fetch a device's SSH host key and trust it"))
     p.add_argument("name")
+    p.add_argument("--replace", action="store_true", help="replace the key(s) known_hosts holds "
+                   "for this device (after a reinstall); without it a different key is refused")
     p.set_defaults(func=cmd_devices_trust)
 
 
@@ -250,12 +259,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SSH_LOG_BYTES = 4 * 1024 * 1024   # per file of the SSH debug log; two older ones are kept
+
+
+def _shown(text) -> str:
+    """Text for the console that may hold a device's words (a probe's reasons, an error's remote
+    output): each line made inert for the terminal (escape.terminal), the line breaks kept."""
+    from orchestrator import escape
+    return "\n".join(escape.terminal(line, limit=None) for line in str(text).split("\n"))
+
+
 def _quiet_libraries() -> None:
     """paramiko logs every failed handshake with a traceback from its own thread; the transport
-    maps those failures to one clear line per device, so the traceback is only noise here."""
+    maps each failure to one clear line per device, so on the console that is only noise. Its
+    whole account (DEBUG) goes to the SSH debug log, CACHE/logs/ssh.log, for whoever wants the
+    details; never to the console, even when the log cannot be written."""
     import logging
-    logging.getLogger("paramiko").addHandler(logging.NullHandler())
-    logging.getLogger("paramiko").propagate = False
+    import logging.handlers
+    logger = logging.getLogger("paramiko")
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    try:
+        folder = cache_root() / "logs"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handler = logging.handlers.RotatingFileHandler(
+            folder / "ssh.log", maxBytes=SSH_LOG_BYTES, backupCount=2, encoding="utf-8",
+            delay=True)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(threadName)s "
+                                               "%(name)s %(levelname)s %(message)s"))
+        handler.handleError = lambda record: None   # a full disk must not print a traceback
+    except OSError:
+        handler = logging.NullHandler()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
 
 
 def main(argv=None) -> int:
@@ -265,12 +302,12 @@ def main(argv=None) -> int:
         return args.func(args)
     except ConfigError as exc:
         for line in exc.problems:
-            print(line, file=sys.stderr)
+            print(_shown(line), file=sys.stderr)
         print("benchfleet: %d problem%s; nothing was run" % (
             len(exc.problems), "" if len(exc.problems) == 1 else "s"), file=sys.stderr)
         return EXIT_CONFIG
     except OrchestratorError as exc:
-        print("benchfleet: %s" % exc, file=sys.stderr)
+        print(_shown("benchfleet: %s" % exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("benchfleet: interrupted", file=sys.stderr)

@@ -97,7 +97,9 @@ class SshLab:
         self.known_hosts.touch(mode=0o600)
         self.devices = []
 
-    def add(self, name):
+    def add(self, name, umask=None):
+        """A device; umask: the one its SFTP server runs with (None: sshd's default). A command
+        session gets login.defs' umask either way (022 on Debian)."""
         folder = self.root / name
         folder.mkdir(mode=0o755)
         os.chmod(folder, 0o755)
@@ -111,7 +113,7 @@ class SshLab:
             # Another test process may take the free port before sshd binds it: pick again.
             port = free_port()
             config = folder / "sshd_config"
-            config.write_text(_config_text(port, folder, host_key))
+            config.write_text(_config_text(port, folder, host_key, umask))
             device = LabDevice(name, HOST, port, "root", str(client_key), str(self.known_hosts),
                                str(workdir), folder, host_key)
             device.proc = _start_sshd(config, folder / "sshd.log")
@@ -145,7 +147,7 @@ class SshLab:
                     device.proc.wait()
 
 
-def _config_text(port, folder, host_key):
+def _config_text(port, folder, host_key, umask=None):
     return "\n".join([
         "Port %d" % port,
         "ListenAddress %s" % HOST,
@@ -157,7 +159,7 @@ def _config_text(port, folder, host_key):
         "UsePAM no",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
-        "Subsystem sftp internal-sftp",
+        "Subsystem sftp internal-sftp" + ("" if umask is None else " -u %03o" % umask),
         "MaxStartups 100",
         "LogLevel VERBOSE",
         "StrictModes no",

@@ -20,6 +20,10 @@ class Result:
     stderr: str
 
 
+# Folders benchfleet creates on a device (and locally for the embedded one): the user's alone.
+FOLDER_MODE = 0o700
+
+
 def check_env(device_name, env):
     """Refuse env names outside ^[A-Z_][A-Z0-9_]*$ (a name is never quoted, so it must be safe)."""
     for name in env or {}:
@@ -43,9 +47,11 @@ def detached_command(argv, exit_path, env=None):
     """sh command running argv and recording its exit code in exit_path when it ends.
 
     The wrapper writes the exit code (128+signal for a kill), so the controller can tell a crash
-    or EXIT_BUSY from a dropped connection even though nothing waits for the process.
+    or EXIT_BUSY from a dropped connection even though nothing waits for the process. It runs
+    under umask 077: what the agent writes (results, logs, its cache) is the device user's alone,
+    whatever umask sshd or the login gives the session.
     """
-    return "%s; echo $? > %s" % (command_line(argv, env), shlex.quote(exit_path))
+    return "umask 077; %s; echo $? > %s" % (command_line(argv, env), shlex.quote(exit_path))
 
 
 def detached_script(argv, cwd, log_path, exit_path, env=None):

@@ -7,7 +7,8 @@ import uuid
 from pathlib import Path
 
 from orchestrator.errors import CommandTimeout, FileTooLarge, TransportError
-from orchestrator.transport.base import Result, Transport, check_env, command_line, detached_command
+from orchestrator.transport.base import (FOLDER_MODE, Result, Transport, check_env, command_line,
+                                         detached_command)
 
 
 class LocalTransport(Transport):
@@ -100,7 +101,20 @@ class LocalTransport(Transport):
             raise TransportError(self.name, "cannot list %s: %s" % (remote_path, exc)) from exc
 
     def mkdirs(self, remote_path):
+        # os.makedirs gives only the last folder its mode: each missing one is made 0700 here.
+        path = os.path.abspath(self.expand(remote_path))
+        missing = []
+        while not os.path.isdir(path) and path != os.path.dirname(path):
+            missing.append(path)
+            path = os.path.dirname(path)
         try:
-            os.makedirs(self.expand(remote_path), exist_ok=True)
+            for folder in reversed(missing):
+                try:
+                    os.mkdir(folder, FOLDER_MODE)
+                except FileExistsError:
+                    if not os.path.isdir(folder):
+                        raise
+                    continue   # made meanwhile by someone else
+                os.chmod(folder, FOLDER_MODE)   # whatever the umask
         except OSError as exc:
             raise TransportError(self.name, "cannot create %s: %s" % (remote_path, exc)) from exc

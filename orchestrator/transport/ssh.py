@@ -18,13 +18,18 @@ import invoke
 import paramiko
 
 from orchestrator.errors import CommandTimeout, FileTooLarge, TransportError
-from orchestrator.transport.hostkeys import (changed_host_error, known_hosts_name, open_socket,
-                                             trust_host_key, unknown_host_error)
+from orchestrator.transport.hostkeys import (CLOSED, NEGOTIATION_MARGIN_S, banner_failure, banner_message,
+                                             changed_host_error, known_hosts_name, open_socket,
+                                             stop_transport, trust_host_key, unknown_host_error)
 from orchestrator.transport.target import fabric_config, resolve_target
-from orchestrator.transport.base import Result, Transport, check_env, command_line
+from orchestrator.transport.base import (FOLDER_MODE, Result, Transport, check_env,
+                                         command_line)
 
 __all__ = ["SshTransport", "map_error", "trust_host_key"]
 
+# A handshake the server closes before its banner is tried this many times in all (sshd's
+# MaxStartups drops excess simultaneous handshakes that way); one that gets no banner within
+# connect_timeout_s is not retried: a silent port stays silent.
 BANNER_RETRIES = 4
 KEEPALIVE_S = 5  # traffic for TCP_USER_TIMEOUT to act on when the link goes quiet
 
@@ -42,6 +47,14 @@ def _unknown_jump_host(target, exc):
                         "host, then add it: ssh-keyscan the jump host >> %s"
                         % (exc.hostname, target.proxy_jump, target.known_hosts,
                            exc.key.get_name(), exc.key.fingerprint, target.known_hosts))
+
+
+class _BannerError(TransportError):
+    """No banner: `kind` is hostkeys.SILENT or CLOSED (the message counts one attempt)."""
+
+    def __init__(self, device, message, kind):
+        TransportError.__init__(self, device, message)
+        self.kind = kind
 
 
 class _RejectAndRecord(paramiko.RejectPolicy):
@@ -63,6 +76,9 @@ def map_error(target, exc, action):
         return unknown_host_error(target, exc.key)
     if isinstance(exc, paramiko.BadHostKeyException):
         return changed_host_error(target, exc)
+    kind = banner_failure(exc)
+    if kind:
+        return _BannerError(name, banner_message(target, kind, 1), kind)
     if isinstance(exc, invoke.CommandTimedOut):
         return CommandTimeout(name, "%s did not finish within %gs on %s (the remote process may "
                                     "still be running)" % (action, exc.timeout, where))
@@ -116,16 +132,16 @@ class SshTransport(Transport):
         if self._conn is not None and self._conn.is_connected:
             return self._conn
         self.close()
-        for attempt in range(BANNER_RETRIES):
+        for attempt in range(1, BANNER_RETRIES + 1):
             try:
                 with self._mapped("connect"):
                     self._conn = self._open_once()
                 return self._conn
-            except TransportError as exc:
-                # sshd's MaxStartups drops excess simultaneous handshakes before the banner.
-                if "protocol banner" not in str(exc) or attempt == BANNER_RETRIES - 1:
-                    raise
-                time.sleep(0.5 * 2 ** attempt)
+            except _BannerError as exc:
+                if exc.kind != CLOSED or attempt == BANNER_RETRIES:
+                    raise TransportError(self.name, banner_message(self.target, exc.kind,
+                                                                   attempt)) from None
+                time.sleep(0.5 * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
     def _open_once(self):
@@ -154,6 +170,7 @@ class SshTransport(Transport):
         finally:
             if not opened:
                 # Connection.close() is a no-op after a failed open: it would leak thread + socket.
+                stop_transport(conn.client.get_transport())
                 conn.client.close()
                 if sock is not None:
                     sock.close()
@@ -169,8 +186,10 @@ class SshTransport(Transport):
         """
         from fabric import Connection
         t = self.target
+        # fabric's connect_timeout also bounds the key exchange: past the banner wait, so a silent
+        # port ends as "no banner" instead of racing into "No existing session".
         conn = Connection(host, config=self._config, gateway=gateway, forward_agent=False,
-                          connect_timeout=max(1, math.ceil(t.connect_timeout)),
+                          connect_timeout=math.ceil(t.connect_timeout + NEGOTIATION_MARGIN_S),
                           connect_kwargs=connect_kwargs, **fields)
         if os.path.exists(t.known_hosts):
             conn.client.load_system_host_keys(t.known_hosts)
@@ -192,6 +211,11 @@ class SshTransport(Transport):
         conn, self._conn = self._conn, None
         while conn is not None:   # the device's connection, then each jump host's
             try:
+                if conn._sftp is not None:   # closed while paramiko's thread still runs
+                    with contextlib.suppress(Exception):
+                        conn._sftp.close()
+                    conn._sftp = None
+                stop_transport(conn.client.get_transport())
                 conn.close()
             finally:
                 conn.client.close()
@@ -285,6 +309,7 @@ class SshTransport(Transport):
                     sftp.stat(current)
                 except FileNotFoundError:
                     try:
-                        sftp.mkdir(current)
+                        sftp.mkdir(current, mode=FOLDER_MODE)   # whatever the server's umask
+                        sftp.chmod(current, FOLDER_MODE)
                     except OSError:
                         sftp.stat(current)  # made meanwhile by someone else: fine; else raise
