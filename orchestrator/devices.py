@@ -14,6 +14,7 @@ import yaml
 
 from agent.backends import catalog
 from agent.fsutil import atomic_write_text
+from orchestrator.escape import terminal
 from orchestrator.config.inventory import NAME_PATTERN, Device, load_inventory
 from orchestrator.errors import ConfigError
 
@@ -80,11 +81,12 @@ def capabilities(dev, probe) -> tuple[list, list]:
 
 
 def capability_lines(name, can, cannot) -> list[str]:
+    # Versions and reasons may be the device's words: each made one inert line.
     lines = ["%s can run: %s" % (name, ", ".join(
-        "%s (%s)" % (b, v) if v else b for b, v in can) or "nothing")]
+        "%s (%s)" % (b, terminal(v, 80)) if v else b for b, v in can) or "nothing")]
     if cannot:
         lines.append("%s cannot run:" % name)
-        lines += ["  %-12s %s%s" % (b, why, "; fix: %s" % hint if hint else "")
+        lines += ["  %-12s %s" % (b, terminal(why + ("; fix: %s" % hint if hint else "")))
                   for b, why, hint in cannot]
     return lines
 

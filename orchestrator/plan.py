@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from agent.backends import catalog
+from orchestrator.escape import terminal
 from orchestrator.errors import ConfigError
 
 LABEL_PAD = 40   # SKIP reasons line up after labels up to this long; longer ones do not widen all
@@ -120,7 +121,8 @@ def _device_lines(the_plan, dplan):
     width = min(LABEL_PAD, max([len(c.label) for c in dplan.cases] or [0]))
     for c in dplan.cases:
         if c.skipped:
-            why = c.skip_reason + ("; " + c.skip_hint if c.skip_hint else "")
+            # A probe rule may quote the device (a GPU's reason): one inert line.
+            why = terminal(c.skip_reason + ("; " + c.skip_hint if c.skip_hint else ""))
             lines.append("  SKIP  %s  %-*s  %s" % (c.case_id, width, c.label, why))
         else:
             lines.append("  RUN   %s  %s" % (c.case_id, c.label))

@@ -154,6 +154,54 @@ def test_quickstart_suite_runs_on_this_machine(tmp_path):
     assert {r["backend"] for r in rows} == {"synthetic", "tflite", "litert", "tensorflow"}
 
 
+def _silent_server():
+    """A listening socket that accepts and never says a word (held by the kernel's backlog)."""
+    import socket
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    return server
+
+
+@pytest.mark.slow
+@needs("tensorflow", "ai_edge_litert")
+def test_quickstart_with_an_unreachable_device_prints_no_traceback(tmp_path):
+    """The README's first command with two devices nobody can reach beside this machine: one
+    that takes TCP and never answers, one that refuses. Each fails its rows with one clear line;
+    this machine's results are all there; nothing of paramiko reaches the console."""
+    silent = _silent_server()
+    silent_port = silent.getsockname()[1]
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused_port = s.getsockname()[1]
+    away = tmp_path / "away.yaml"
+    common = {"host": "127.0.0.1", "user": "root", "connect_timeout_s": 2.0,
+              "known_hosts": str(tmp_path / "kh"), "workdir": "~/bf"}
+    away.write_text(yaml.safe_dump({"devices": {
+        "silent": dict(common, port=silent_port),
+        "refused": dict(common, port=refused_port)}}))
+    results = tmp_path / "results"
+    try:
+        proc = run_cli("run", "suites/quickstart.yaml", "-i", local_inventory(tmp_path), "-i",
+                       away, "--results-dir", results, timeout=900)
+    finally:
+        silent.close()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    for noise in ("Traceback", "paramiko", "No existing session", "Bad file descriptor"):
+        assert noise not in out, out
+    with open(only_run_dir(results) / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    mine = [r for r in rows if r["device"] == "localhost"]
+    assert len(mine) == QUICKSTART_CASES and all(r["status"] == "ok" for r in mine), mine
+    for name, words in (("silent", "no SSH banner from 127.0.0.1:%d within 2 s" % silent_port),
+                        ("refused", "connection refused")):
+        theirs = [r for r in rows if r["device"] == name]
+        assert theirs and all(r["status"] == "failed" and words in r["reason"]
+                              for r in theirs), theirs
+
+
 @pytest.mark.slow
 def test_bad_device_fails_its_rows_and_never_stops_the_others(tmp_path, ssh_lab):
     suite = dict(SUITE, matrix=[{"runtime": "synthetic"}], models=[SUITE["models"][1]])
