@@ -32,6 +32,8 @@ def build_parser():
     p.add_argument("job")
     p.add_argument("case_id")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("lock", help="print whether WORKDIR's agent.lock is held, and by whom")
+    p.add_argument("workdir")
     sub.add_parser("version", help="print the agent version")
     return parser
 
@@ -48,6 +50,10 @@ def _dispatch(args):
     if args.command == "probe":
         from agent import probe
         _emit(json.dumps(probe.probe(args.root), sort_keys=True))
+        return schema.EXIT_OK
+    if args.command == "lock":
+        from agent import runner
+        _emit(json.dumps(runner.lock_status(args.workdir), sort_keys=True))
         return schema.EXIT_OK
     if args.command == "run":
         from agent import runner
@@ -67,7 +73,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
-        parser.error("a command is required: probe, run, case or version")
+        parser.error("a command is required: probe, run, case, lock or version")
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

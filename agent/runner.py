@@ -43,23 +43,77 @@ def _status(out_dir, state, exit_code=None, sig=None, error=None):
         "state": state, "pid": os.getpid(), "exit_code": exit_code, "signal": sig, "error": error})
 
 
-def acquire_lock(workdir):
-    """(fd, None) holding an exclusive flock on <workdir>/agent.lock, or (None, holder pid text).
+LOCK_NAME = "agent.lock"
+SUPERVISOR_ENV = "BENCHFLEET_SUPERVISOR_PID"   # the worker dies when this process is gone
 
-    flock dies with its process, so a crashed agent never leaves a stale lock behind.
+
+def acquire_lock(workdir, holder=None):
+    """(fd, None) holding an exclusive flock on <workdir>/agent.lock, or (None, holder).
+
+    `holder` (a dict: run_id, since, controller) is written into the file with our pid, so a
+    run that finds the device busy can say who holds it. flock dies with the last process that
+    has the file open: the supervisor passes its fd to each worker, so the lock is held for as
+    long as anything of this run measures, and a crashed agent never leaves it behind.
     """
     import fcntl
-    path = os.path.join(workdir, "agent.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    path = os.path.join(workdir, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except (OSError, IOError):
-        holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+        found = _read_holder(fd)
         os.close(fd)
-        return None, holder
+        return None, found
     os.ftruncate(fd, 0)
-    os.write(fd, ("%d\n" % os.getpid()).encode("ascii"))
+    info = dict(holder or {}, pid=os.getpid())
+    os.write(fd, (json.dumps(info, sort_keys=True) + "\n").encode("utf-8"))
     return fd, None
+
+
+def _read_holder(fd):
+    """What a lock file says of its holder: the JSON written by acquire_lock, else {"pid": text}."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 4096).decode("utf-8", "replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    return doc if isinstance(doc, dict) else {"pid": text or "unknown"}
+
+
+def lock_status(workdir):
+    """{"held": bool, "holder": dict or None} for <workdir>/agent.lock (never creates it)."""
+    import fcntl
+    path = os.path.join(workdir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return {"held": False, "holder": None}
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (OSError, IOError):
+            return {"held": True, "holder": _read_holder(fd)}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return {"held": False, "holder": None}
+    finally:
+        os.close(fd)
+
+
+def die_with_supervisor():
+    """In a worker: be killed when the supervisor dies (Linux PR_SET_PDEATHSIG), and stop at once
+    if it is already gone, so that no case measures on after the run that owns the lock died."""
+    expected = os.environ.get(SUPERVISOR_ENV)
+    if not expected:
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass   # not Linux: the supervisor's own kill paths still apply
+    if str(os.getppid()) != expected:
+        os._exit(schema.EXIT_INTERRUPTED)
 
 
 class Heartbeat(threading.Thread):
@@ -189,9 +243,10 @@ def _supervisor_result(job, case, out_dir, substatus, reason):
 class Runner(object):
     """One `agent run`: holds the job, the out folder and the live worker (to kill on a signal)."""
 
-    def __init__(self, job_path, job, out_dir, workdir=None):
+    def __init__(self, job_path, job, out_dir, workdir=None, lock_fd=None):
         self.job_path, self.job, self.out_dir = job_path, job, out_dir
         self.workdir = workdir or out_dir
+        self.lock_fd = lock_fd   # passed to every worker: the lock lives as long as they do
         self.proc = None
 
     def run_worker(self, case, cooldown):
@@ -203,9 +258,12 @@ class Runner(object):
         argv, env_extra = worker_argv(self.job_path, case_id, self.out_dir)
         env = dict(os.environ, **env_extra)
         env[worker.COOLDOWN_ENV] = json.dumps(cooldown)
+        env[SUPERVISOR_ENV] = str(os.getpid())
         timeout = float(case["settings"]["case_timeout_s"])
         # Own session: a timeout kills the worker's whole process group (framework helpers too).
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        fds = (self.lock_fd,) if self.lock_fd is not None else ()
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     pass_fds=fds)
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -216,6 +274,7 @@ class Runner(object):
             self.kill_worker()
             raise
         finally:
+            _kill_group(self.proc.pid)   # anything the worker started and left behind
             self.proc = None
         doc = _existing_result(path, self.job["nonce"])
         if doc is not None:
@@ -259,6 +318,13 @@ class Runner(object):
             _event(out, "case_end", status=doc["status"], p50_ms=_p50(doc), **info)
 
 
+def _kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass   # already gone
+
+
 def _p50(doc):
     return ((doc.get("timing") or {}).get("summary") or {}).get("p50")
 
@@ -283,14 +349,18 @@ def run_job(job_path, out_dir):
         sys.stderr.write("\n".join(problems) + "\n")
         return schema.EXIT_USAGE
     workdir = fsutil.workdir_for_job(job_path)
-    lock_fd, holder = acquire_lock(workdir)
+    lock_fd, holder = acquire_lock(workdir, {"run_id": job["run_id"], "since": schema.utc_now(),
+                                             "controller": job.get("controller") or {}})
     if lock_fd is None:
-        sys.stderr.write("agent: %s is busy: agent.lock held by pid %s\n" % (workdir, holder))
+        sys.stderr.write("agent: %s is busy: agent.lock held by pid %s (run %s)\n"
+                         % (workdir, holder.get("pid"), holder.get("run_id") or "unknown"))
+        if os.path.isdir(out_dir):   # who holds it, for the controller to show
+            fsutil.atomic_write_json(os.path.join(out_dir, "busy.json"), holder)
         return schema.EXIT_BUSY
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir)
     reserve = Reserve(out_dir)
-    runner = Runner(os.path.abspath(job_path), job, os.path.abspath(out_dir), workdir)
+    runner = Runner(os.path.abspath(job_path), job, os.path.abspath(out_dir), workdir, lock_fd)
     beat = Heartbeat(out_dir)
     old = [signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)]
     code, sig, error, completed = schema.EXIT_OK, None, None, False

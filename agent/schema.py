@@ -240,7 +240,9 @@ def check_case(case, path="cases[0].", user_backends=()):
 
 
 JOB_FIELDS = ("schema_version", "kind", "run_id", "nonce", "device", "cooldown", "cases",
-              "backends")
+              "backends", "controller")
+# job.controller (optional): who started the run, shown to anyone who finds the device busy.
+CONTROLLER_FIELDS = ("user", "host", "pid")
 USER_BACKEND_FIELDS = ("path", "sha256", "file")
 
 
@@ -261,6 +263,12 @@ def check_job(job):
             message = value is not None and range_problem(value, low, high, low_allowed)
             if message:
                 _problem(problems, "cooldown." + key, message)
+    controller = _check_type(problems, job, "", "controller", dict, required=False)
+    if controller is not None:
+        _unknown(problems, controller, "controller.", CONTROLLER_FIELDS)
+        for key in ("user", "host"):
+            _check_type(problems, controller, "controller.", key, str, required=False)
+        _check_type(problems, controller, "controller.", "pid", int, required=False)
     users = _check_type(problems, job, "", "backends", dict, required=False) or {}
     for name, entry in sorted(users.items()):
         where = "backends.%s." % name

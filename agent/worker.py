@@ -277,6 +277,8 @@ def run_case(job_path, case_id, out_dir):
     """
     # Frameworks print to fd 1 from C code (TF's logging, TFLite's delegate banners); pointing
     # fd 1 at stderr for the whole case means no byte of theirs can reach a data channel.
+    from agent.runner import die_with_supervisor
+    die_with_supervisor()
     sys.stdout.flush()
     os.dup2(2, 1)
     job = fsutil.read_json(job_path)

@@ -1,5 +1,6 @@
 """The `benchfleet` command line: the only place that prints results and errors and picks the exit
-code (0 every case ok or skipped, 1 some case failed, 2 bad input or usage, 130 interrupted).
+code (0 every case ok or skipped, 1 some case failed, 2 bad input or usage, 75 the same sweep
+already running, 130 interrupted).
 
 Heavy imports (tensorflow, fabric, paramiko) happen inside the verbs, so --help starts fast.
 With --json a verb prints one JSON document on stdout; progress always goes to stderr.
@@ -153,15 +154,65 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
+def _run_options(p):
+    p.add_argument("--forks", type=_positive_int, default=32, metavar="N",
+                   help="devices in session at once; the others wait their turn (default 32)")
+    p.add_argument("--parallel", type=_positive_int, dest="forks", help=argparse.SUPPRESS)
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="how long to wait for a device busy with another run (default 0: do not "
+                        "wait; its cases are skipped, naming who holds it)")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a whole number of at least 1, got %r" % text)
+    return value
+
+
 def cmd_run(args) -> int:
-    from orchestrator.run import render_summary, run_suite
-    summary = run_suite(args.suite, _inventory_paths(args), devices=_device_list(args.devices),
-                        results_dir=args.results_dir, max_parallel=args.parallel)
+    from orchestrator.run import render_summary, resume_run, run_suite
+    if args.resume:
+        if args.suite or args.devices or args.inventory:
+            raise ConfigError("--resume %s: a resume runs the suite, inventory and devices the "
+                              "run started with (its manifest); give no SUITE, -i or --devices"
+                              % args.resume)
+        summary = resume_run(args.resume, max_parallel=args.forks, wait_s=args.wait)
+    elif not args.suite:
+        raise ConfigError("run: give a SUITE (e.g. suites/quickstart.yaml), or --resume RUN_DIR")
+    else:
+        summary = run_suite(args.suite, _inventory_paths(args), devices=_device_list(args.devices),
+                            results_dir=args.results_dir, max_parallel=args.forks,
+                            wait_s=args.wait)
     if args.json:
         _print_json(summary.to_json())
     else:
         print(render_summary(summary))
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def cmd_runs(args) -> int:
+    from orchestrator.runs import list_runs, run_lines
+    rows = list_runs(args.results_dir)
+    if args.json:
+        _print_json(rows)
+    else:
+        print(_shown("\n".join(run_lines(rows))))
+    return EXIT_OK
+
+
+def cmd_devices_status(args) -> int:
+    from orchestrator.status import device_status, status_lines
+    inv = _inventory(args)
+    states = device_status(inv.select([args.name]) if args.name else list(inv))
+    if args.json:
+        _print_json(states)
+    else:
+        print(_shown("\n".join(status_lines(states))))
+    return EXIT_FAILED if any(s.get("error") for s in states.values()) else EXIT_OK
 
 
 def cmd_models_build(args) -> int:
@@ -213,6 +264,11 @@ def _devices_parser(sub):
         "each probe document")
     p.add_argument("name", nargs="?", help="one device (default: all)")
     p.set_defaults(func=cmd_devices_probe)
+    p = _with_json(_with_inventory(dsub.add_parser(
+        "status", help="whether each device is free or busy with a run, and whose")),
+        "each device's state")
+    p.add_argument("name", nargs="?", help="one device (default: all)")
+    p.set_defaults(func=cmd_devices_status)
     p = _with_inventory(dsub.add_parser("trust", help="fetch a device's SSH host key and trust it"))
     p.add_argument("name")
     p.add_argument("--replace", action="store_true", help="replace the key(s) known_hosts holds "
@@ -239,11 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _with_json(_with_inventory(sub.add_parser(
         "run", help="run a suite and print the comparison table")), "the summary and every row")
-    p.add_argument("suite", metavar="SUITE")
+    p.add_argument("suite", metavar="SUITE", nargs="?")
     p.add_argument("--devices", help="comma-separated names or tag:X (overrides the suite)")
     p.add_argument("--results-dir", default="results", help="where <run-id>/ goes (default results/)")
-    p.add_argument("--parallel", type=int, default=8, help="devices at once (default 8)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted or killed run in its "
+                   "folder (same as `benchfleet resume RUN_DIR`)")
+    _run_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = _with_json(sub.add_parser(
+        "resume", help="finish an interrupted or killed run: attach to agents still running it, "
+                       "collect what they measured, run only the cases without a result"),
+        "the summary and every row")
+    p.add_argument("resume", metavar="RUN_DIR")
+    _run_options(p)
+    p.set_defaults(func=cmd_run, suite=None, devices=None, inventory=None, results_dir=None)
+
+    from orchestrator import schedule
+    schedule.add_schedule_parser(sub)
+
+    p = _with_json(sub.add_parser("runs", help="the runs in a results folder, their state and how "
+                                  "to finish the ones that did not"), "every run")
+    p.add_argument("--results-dir", default="results", help="default results/")
+    p.set_defaults(func=cmd_runs)
 
     models = sub.add_parser("models", help="build model variants ahead of a run")
     msub = models.add_subparsers(dest="models_verb", required=True, metavar="ACTION")

@@ -8,6 +8,8 @@
     │   └── FileTooLarge         a remote file is over the size the caller allows (not a drop)
     ├── AgentBusy                another agent run holds the device's workdir lock
     ├── LocalWriteError          exit 2: the controller cannot write its results folder (disk full)
+    ├── SweepBusy                exit 75: the previous run of this suite into this folder is still
+    │                            running (a scheduled sweep never overlaps the last one)
     └── ModelBuildError          a built-in model or variant could not be built
 A bug is not an OrchestratorError: it keeps its traceback.
 """
@@ -58,6 +60,12 @@ class AgentBusy(OrchestratorError):
 
 class ModelBuildError(OrchestratorError):
     pass
+
+
+class SweepBusy(OrchestratorError):
+    """Another controller is running this suite into this results folder (or this run)."""
+
+    exit_code = 75   # EX_TEMPFAIL: try again later
 
 
 class LocalWriteError(OrchestratorError):

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from agent import schema
 from orchestrator import deploy, records
-from orchestrator.jobs import failed_result
+from orchestrator.escape import terminal
+from orchestrator.jobs import controller_result, failed_result
 from orchestrator.errors import (AgentBusy, HostKeyError, LocalWriteError, OrchestratorError,
                                  TransportError)
 from orchestrator.collect import RunPoller, Verdict
@@ -42,10 +43,12 @@ class DeviceRun:
     agent_pyz: tuple
     raw_dir: object
     transport: object = None
+    resume: bool = False   # the run was started before: attach to its agent, or restart it
 
 
 def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,
-               poll_interval=1.0, stall_timeout_s=None, case_margin_s=60.0, max_reconnects=6):
+               poll_interval=1.0, stall_timeout_s=None, case_margin_s=60.0, max_reconnects=6,
+               resume=False, wait_s=0.0, lock_poll_s=5.0):
     """Run job on device through transport; never raises (errors land in the outcome).
 
     Args:
@@ -53,13 +56,26 @@ def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,
         agent_pyz: (local Path, sha256) of the agent zipapp.
         raw_dir: local folder receiving each raw <case_id>.json as it arrives.
         on_event: callable(device_name, event_dict) for agent events and controller notes.
+        resume: the job was started before (same run id and nonce): an agent still running it
+            is attached to, a finished one only collected, a dead one started again (it skips
+            every case it already has a result for).
+        wait_s: how long a device busy with another run is waited for (0: not at all); its
+            cases are then `skipped` (busy), naming who holds it.
     """
     run = _DeviceRun(transport, device, job, raw_dir, on_event or (lambda name, ev: None))
     stall = stall_timeout_s if stall_timeout_s is not None else max(60.0, 3 * poll_interval)
+    deadline = time.monotonic() + max(0.0, wait_s)
     try:
         run.deploy(blobs, agent_pyz)
-        run.start(agent_pyz[1])
-        verdict = run.watch(poll_interval, stall, case_margin_s, max_reconnects)
+        if not (resume and run.attach()):
+            run.start(agent_pyz[1])
+        while True:
+            verdict = run.watch(poll_interval, stall, case_margin_s, max_reconnects)
+            then = run.after_busy(deadline, lock_poll_s) if verdict.kind == "busy" else None
+            if then is None:
+                break
+            if then == "start":
+                run.start(agent_pyz[1])
         run.finish(verdict)
     except LocalWriteError as exc:  # this machine's disk, not the device: the run stops
         run.stop_local(exc)
@@ -77,6 +93,9 @@ class _DeviceRun:
         self.started = False
         self.workdir = self.run_dir = None
         self.poller = None
+        self.agent_sha = None
+        self.busy_holder = None
+        self.resumed = False
 
     def note(self, text, kind="note"):
         self.on_event(self.device.name, {"t": time.time(), "event": kind, "text": text})
@@ -87,6 +106,7 @@ class _DeviceRun:
         if problems:
             raise ValueError("invalid job for %s: %s" % (self.device.name, "; ".join(problems)))
         os.makedirs(self.raw_dir, exist_ok=True)
+        self.agent_sha = agent_pyz[1]
         self.workdir = self.t.expand(self.device.workdir)
         self.run_dir = posixpath.join(self.workdir, "runs", self.job["run_id"])
         self.t.mkdirs(posixpath.join(self.run_dir, "out"))
@@ -109,12 +129,85 @@ class _DeviceRun:
             os.unlink(tmp)
 
     def start(self, agent_sha):
+        self.agent_sha = agent_sha
         rel = posixpath.join("runs", self.job["run_id"])
+        if self.started or self.resumed:
+            # What an earlier start of this run left (resume, or a start that found the lock
+            # held) must not pass for this start's outcome.
+            self._remove("agent.exit", "out/busy.json")
         argv = [self.device.python, deploy.agent_rel_path(agent_sha), "run", rel + "/job.json",
                 "--out", rel + "/out"]
         self.t.start_detached(argv, self.workdir, rel + "/agent.log", rel + "/agent.exit",
                               env=dict(self.device.env))
         self.started = True
+
+    def _remove(self, *names):
+        paths = [posixpath.join(self.run_dir, n) for n in names]
+        self.t.run(["rm", "-f", "--"] + paths, timeout=self.device.command_timeout_s)
+
+    def lock_state(self):
+        """{"held", "holder"} of the device's agent.lock (the agent's `lock` command)."""
+        agent = posixpath.join(self.workdir, deploy.agent_rel_path(self.agent_sha))
+        res = self.t.run([self.device.python, agent, "lock", self.workdir],
+                         timeout=self.device.command_timeout_s, env=dict(self.device.env) or None)
+        try:
+            state = json.loads(res.stdout) if res.exit_code == 0 else None
+        except ValueError:
+            state = None
+        if not isinstance(state, dict):
+            raise TransportError(self.device.name, "agent lock exited %d: %s"
+                                 % (res.exit_code, res.stderr.strip()[-300:]))
+        holder = state.get("holder")
+        return {"held": state.get("held") is True,
+                "holder": holder if isinstance(holder, dict) else None}
+
+    def attach(self):
+        """For a resumed run: True when nothing needs starting (the agent of this run still
+        holds the lock, or it finished: `done`); False when it must be started (again)."""
+        self.resumed = True
+        if self.t.exists(posixpath.join(self.run_dir, "out", "done")):
+            self.note("resume: the agent had finished this run; collecting its results")
+            self.started = True
+            return True
+        state = self.lock_state()
+        holder = state["holder"] or {}
+        if state["held"] and holder.get("run_id") == self.job["run_id"]:
+            self.note("resume: re-attached to the agent still running this run (%s)"
+                      % describe_holder(holder))
+            self.started = True
+            return True
+        self.note("resume: the agent of this run is gone; starting it again (it skips every "
+                  "case it has a result for)")
+        return False
+
+    def after_busy(self, deadline, poll_s):
+        """What to do after a start found the lock held: "start" once it is free, "watch" when
+        the holder is this very run (a resume racing its own agent), None when the wait is
+        over or was not asked for (the cases are then skipped as busy)."""
+        holder = self.busy_holder = self.holder()
+        if holder.get("run_id") == self.job["run_id"]:
+            self.note("the agent of this run holds the device; attaching to it")
+            self._remove("agent.exit", "out/busy.json")   # ours; the agent writes its own
+            return "watch"
+        if time.monotonic() >= deadline:
+            return None
+        self.note("busy: %s; waiting up to %.0f s" % (describe_holder(holder),
+                                                      deadline - time.monotonic()))
+        while time.monotonic() < deadline:
+            if not self.lock_state()["held"]:
+                self.note("the device is free; starting")
+                return "start"
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        return None
+
+    def holder(self):
+        """Who holds the device, from out/busy.json (written by the agent that found it busy)."""
+        try:
+            raw = self.t.read_bytes(posixpath.join(self.run_dir, "out", "busy.json"), 64 * 1024)
+            doc = json.loads(raw.decode("utf-8", "replace")) if raw else None
+        except (OrchestratorError, ValueError):
+            doc = None
+        return doc if isinstance(doc, dict) else {}
 
     # -- watch -----------------------------------------------------------------------------
     def watch(self, poll_interval, stall, margin, max_reconnects):
@@ -156,8 +249,8 @@ class _DeviceRun:
 
     def finish(self, verdict: Verdict):
         if verdict.kind == "busy":
-            raise AgentBusy("%s: another agent run holds %s/agent.lock; %s"
-                            % (self.device.name, self.workdir, self._log_tail()))
+            self._busy()
+            return
         if verdict.kind == "timeout":
             self._stop_agent()
             self.docs[verdict.case_id] = failed_result(
@@ -187,6 +280,19 @@ class _DeviceRun:
         if raw is None:
             return "(no agent.log)"
         return raw.decode("utf-8", "replace")[-LOG_TAIL_CHARS:].strip() or "(agent.log empty)"
+
+    def _busy(self):
+        """Another run holds the device: its cases are skipped (busy), never failed."""
+        holder = getattr(self, "busy_holder", None) or self.holder()
+        reason = "device busy: %s" % describe_holder(holder)
+        hint = ("wait for it with `benchfleet run ... --wait SECONDS`; `benchfleet devices "
+                "status` shows who holds each device")
+        self.outcome.error = "%s: %s" % (self.device.name, reason)
+        for case in self.job.get("cases") or []:
+            if case.get("case_id") not in self.docs:
+                self.docs[case["case_id"]] = controller_result(self.job, case, "skipped", reason,
+                                                               "busy", hint)
+        self._order()
 
     # -- failure ---------------------------------------------------------------------------
     def stop_local(self, exc):
@@ -220,6 +326,21 @@ class _DeviceRun:
                                 for c in self.job.get("cases") or [] if c.get("case_id") in self.docs]
 
 
+def describe_holder(holder):
+    """'run R of user@host (controller pid P), agent pid N, since T' from an agent.lock holder."""
+    if not holder:
+        return "held by another agent run (who: unknown)"
+    ctl = holder.get("controller") if isinstance(holder.get("controller"), dict) else {}
+    who = "%s@%s" % (ctl.get("user") or "?", ctl.get("host") or "?") if ctl else "an unknown controller"
+    parts = ["run %s of %s" % (holder.get("run_id") or "?", who)]
+    if ctl.get("pid"):
+        parts[0] += " (controller pid %s)" % ctl["pid"]
+    parts.append("agent pid %s" % holder.get("pid", "?"))
+    if holder.get("since"):
+        parts.append("since %s" % holder["since"])
+    return terminal(", ".join(parts))
+
+
 def _job_blobs(job):
     """sha256 of every `blobs/<sha>` the job names (models, user backend files), once each."""
     paths = [(case.get("model") or {}).get("path") or "" for case in job.get("cases") or []]
@@ -245,7 +366,7 @@ def run_devices(runs, max_workers=8, on_event=None, **kwargs):
             return run.outcome
         with transport:
             return run_device(transport, spec.device, spec.job, spec.blobs, spec.agent_pyz,
-                              spec.raw_dir, on_event, **kwargs)
+                              spec.raw_dir, on_event, resume=spec.resume, **kwargs)
 
     if not runs:
         return []

@@ -75,15 +75,19 @@ def job_case(case, artifact) -> dict:
             "runtime": dict(case.runtime), "settings": dict(case.settings)}
 
 
-def device_job(run_id: str, nonce: str, suite, dplan, artifacts: dict, problems: dict) -> DeviceJob:
+def device_job(run_id: str, nonce: str, suite, dplan, artifacts: dict, problems: dict,
+               controller: dict | None = None) -> DeviceJob:
     """The job of one device plan.
 
     artifacts/problems: by (model name, variant), from the model builds; a case whose model could
     not be built is a skipped row with the build's reason, never a crash of the run.
+    controller: who runs it (user, host, pid), shown to anyone who finds the device busy.
     """
     job = {"schema_version": schema.SCHEMA_VERSION, "kind": schema.JOB_KIND, "run_id": run_id,
            "nonce": nonce, "device": dplan.device.name,
            "cooldown": suite.cooldown.model_dump(), "cases": []}
+    if controller:
+        job["controller"] = {k: controller[k] for k in schema.CONTROLLER_FIELDS if k in controller}
     out = DeviceJob(job)
     for case in dplan.cases:
         key = (case.model_name, case.variant)

@@ -196,9 +196,13 @@ class _Run:
     summary: RunSummary
     manifest: dict
 
+    lock: object = None   # runlock.FileLock on the run folder while this controller runs it
+
     @classmethod
-    def open(cls, results_dir, suite_path, inventory_paths, the_plan) -> "_Run":
-        run_id = new_run_id()
+    def open(cls, results_dir, suite_path, inventory_paths, the_plan, selected=None,
+             run_id=None) -> "_Run":
+        from orchestrator.runlock import controller_identity
+        run_id = run_id or new_run_id()
         summary = RunSummary(run_id, Path(results_dir) / run_id,
                              devices=[d.device.name for d in the_plan.devices if d.cases])
         try:
@@ -210,15 +214,69 @@ class _Run:
             "run_id": run_id, "controller_version": __version__,
             "schema_version": schema.SCHEMA_VERSION, "suite": str(suite_path),
             "inventory": [str(p) for p in inventory_paths], "started_at": schema.utc_now(),
+            # what a resume needs to plan the same cases again, from any folder
+            "suite_path": os.path.abspath(str(suite_path)),
+            "inventory_paths": [os.path.abspath(str(p)) for p in inventory_paths],
+            "selected": list(selected) if selected else None,
+            "controller": controller_identity(),
             "nonce": secrets.token_hex(16),
             "devices": {d.device.name: {"transport": d.device.transport,
                                         "cases": [c.case_id for c in d.cases],
                                         "skipped": [c.case_id for c in d.skipped]}
                         for d in the_plan.devices}}
         run = cls(summary, manifest)
+        run.take_lock()
         run.write_manifest("running")
         run.hold_reserve()
         return run
+
+    @classmethod
+    def reopen(cls, run_dir, manifest, the_plan) -> "_Run":
+        """The run folder of an interrupted or killed run, to be finished by this controller."""
+        from orchestrator.runlock import controller_identity
+        summary = RunSummary(manifest["run_id"], Path(run_dir),
+                             devices=[d.device.name for d in the_plan.devices if d.cases])
+        run = cls(summary, manifest)
+        run.take_lock()
+        resumes = list(manifest.get("resumed") or [])
+        resumes.append({"at": schema.utc_now(), "controller": controller_identity(),
+                        "state_before": manifest.get("state")})
+        run.write_manifest("running", resumed=resumes)
+        run.hold_reserve()
+        return run
+
+    def take_lock(self) -> None:
+        from orchestrator.errors import SweepBusy
+        from orchestrator.runlock import FileLock, controller_identity, describe, run_lock_path
+        lock = FileLock(run_lock_path(self.summary.run_dir))
+        holder = lock.acquire(dict(controller_identity(), run_id=self.summary.run_id))
+        if holder is not None:
+            raise SweepBusy("run %s is still being run by %s; resume it once that controller "
+                            "has ended" % (self.summary.run_id, describe(holder)))
+        self.lock = lock
+
+    def kept_results(self) -> dict:
+        """{device: {case_id: Result}} of what the devices measured for this run (its nonce),
+        from raw/. A row the controller wrote itself for a case that never ran (agent_lost, a
+        device error) is not a result: its file is removed so that the case runs again."""
+        from orchestrator.collect import loads_untrusted
+        kept = {}
+        for device in self.manifest.get("devices") or {}:
+            folder = self.raw_dir(device)
+            for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+                try:
+                    doc = loads_untrusted(path.read_bytes())
+                except (OSError, ValueError):
+                    continue
+                if not isinstance(doc, dict) or schema.check_result(doc) or \
+                        doc.get("nonce") != self.manifest["nonce"]:
+                    continue
+                if doc["status"] == "failed" and (doc.get("device") or {}).get("source") == \
+                        "controller":
+                    path.unlink()
+                    continue
+                kept.setdefault(device, {})[doc["case_id"]] = records.from_doc(doc)
+        return kept
 
     def write_manifest(self, state: str, **extra) -> None:
         self.manifest.update(extra, state=state)
@@ -247,8 +305,10 @@ class _Run:
         self.release_reserve()
         where = ", ".join(sorted(self.manifest["devices"])) or "none"
         message = ("%s. The run stopped; what the devices measured stays on them under "
-                   "WORKDIR/runs/%s/out (devices: %s). Free space in %s, then rerun"
-                   % (exc, self.summary.run_id, where, self.summary.run_dir.parent))
+                   "WORKDIR/runs/%s/out (devices: %s). Free space in %s, then finish it "
+                   "with: benchfleet resume %s"
+                   % (exc, self.summary.run_id, where, self.summary.run_dir.parent,
+                      self.summary.run_dir))
         try:
             self.write_manifest("stopped", stopped_at=schema.utc_now(), reason=message)
         except LocalWriteError:
@@ -272,27 +332,111 @@ class _Run:
                 raise LocalWriteError(path, exc) from exc
 
 
-def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
-              max_parallel=8, progress: Progress | None = None) -> RunSummary:
-    """Run a suite end to end and write results/<run-id>/. Bad input raises ConfigError first."""
+DEFAULT_FORKS = 32   # devices in session at once (Ansible's forks); the others wait their turn
+
+
+def _load(suite_path, inventory_paths, devices):
     from orchestrator.config.inventory import load_inventory
     from orchestrator.config.suite import load_suite
     from orchestrator.plan import plan as make_plan
     from orchestrator.probes import cached_probes
-
-    progress = progress or Progress()
     suite = load_suite(suite_path)
     inventory = load_inventory(inventory_paths)
-    the_plan = make_plan(suite, inventory, devices=devices, probes=cached_probes(inventory))
+    return suite, make_plan(suite, inventory, devices=devices, probes=cached_probes(inventory))
+
+
+def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
+              max_parallel=DEFAULT_FORKS, progress: Progress | None = None,
+              wait_s: float = 0.0) -> RunSummary:
+    """Run a suite end to end and write results/<run-id>/. Bad input raises ConfigError first;
+    another controller running this suite into results_dir raises SweepBusy (exit 75)."""
+    from orchestrator.runlock import sweep_lock
+    progress = progress or Progress()
+    suite, the_plan = _load(suite_path, inventory_paths, devices)
     check_results_space(results_dir)
-    run = _Run.open(results_dir, suite_path, inventory_paths, the_plan)
-    progress.say("controller", "run %s: %s" % (run.summary.run_id, run.summary.run_dir))
+    run_id = new_run_id()
+    lock = sweep_lock(results_dir, suite.name, run_id)
     try:
-        outcomes, jobs, extra = _execute(run, suite, the_plan, progress, max_parallel)
+        run = _Run.open(results_dir, suite_path, inventory_paths, the_plan, devices, run_id)
+        progress.say("controller", "run %s: %s" % (run.summary.run_id, run.summary.run_dir))
+        return _finish(run, suite, the_plan, progress, max_parallel, wait_s, {})
+    finally:
+        lock.release()
+
+
+def resume_run(run_dir, max_parallel=DEFAULT_FORKS, progress: Progress | None = None,
+               wait_s: float = 0.0) -> RunSummary:
+    """Finish an interrupted or killed run in its own folder: attach to agents still running it,
+    collect every result already on the devices, run only the cases without one.
+
+    Raises:
+        ConfigError: not a run folder, or its suite/inventory now plan other cases.
+        SweepBusy: a controller is still running it (or this suite into its results folder).
+    """
+    from orchestrator.runlock import sweep_lock
+    progress = progress or Progress()
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    suite_path = manifest.get("suite_path") or manifest["suite"]
+    inventory_paths = manifest.get("inventory_paths") or manifest["inventory"]
+    suite, the_plan = _load(suite_path, inventory_paths, manifest.get("selected"))
+    _check_same_cases(run_dir, manifest, the_plan)
+    check_results_space(run_dir.parent)
+    lock = sweep_lock(run_dir.parent, suite.name, manifest["run_id"])
+    try:
+        run = _Run.reopen(run_dir, manifest, the_plan)
+        kept = run.kept_results()
+        progress.say("controller", "resuming run %s (%s): %d result(s) already here"
+                     % (manifest["run_id"], run_dir, sum(len(v) for v in kept.values())))
+        return _finish(run, suite, the_plan, progress, max_parallel, wait_s, kept)
+    finally:
+        lock.release()
+
+
+def read_manifest(run_dir) -> dict:
+    path = Path(run_dir) / "manifest.json"
+    try:
+        from orchestrator.collect import loads_untrusted
+        manifest = loads_untrusted(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError("%s: no manifest.json: not a run folder (benchfleet runs lists them)"
+                          % run_dir) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError("%s: cannot read: %s" % (path, exc)) from None
+    need = ("run_id", "nonce", "devices", "suite", "inventory")
+    if not isinstance(manifest, dict) or any(k not in manifest for k in need):
+        raise ConfigError("%s: not a benchfleet manifest (needs %s)" % (path, ", ".join(need)))
+    return manifest
+
+
+def _check_same_cases(run_dir, manifest, the_plan) -> None:
+    """A resume must plan the cases the run started with: same case ids on the same devices."""
+    problems = []
+    for dplan in the_plan.devices:
+        before = (manifest["devices"].get(dplan.device.name) or {}).get("cases")
+        now = [c.case_id for c in dplan.cases]
+        if before is None and now:
+            problems.append("device %s was not in the run" % dplan.device.name)
+        elif before is not None and sorted(before) != sorted(now):
+            problems.append("device %s: cases %s now, %s when the run started"
+                            % (dplan.device.name, len(now), len(before)))
+    missing = set(manifest["devices"]) - {d.device.name for d in the_plan.devices}
+    problems += ["device %s is no longer in the inventory" % n for n in sorted(missing)]
+    if problems:
+        raise ConfigError(["%s: cannot resume: the suite or inventory changed since the run "
+                           "started (%s); a resume measures the same cases. Start a new run "
+                           "instead" % (run_dir, p) for p in problems])
+
+
+def _finish(run, suite, the_plan, progress, max_parallel, wait_s, kept):
+    """Execute (devices with cases left), gather, write the tables and the manifest."""
+    try:
+        outcomes, jobs, extra = _execute(run, suite, the_plan, progress, max_parallel, wait_s,
+                                         kept)
         for outcome in outcomes.values():
             if isinstance(outcome.exception, LocalWriteError):
                 raise outcome.exception
-        _gather(run, the_plan, jobs, outcomes, progress)
+        _gather(run, the_plan, jobs, outcomes, progress, kept)
         _write_tables(run.summary)
         run.release_reserve()
         run.write_manifest("finished", finished_at=schema.utc_now(), counts=run.summary.counts,
@@ -301,17 +445,24 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
         run.release_reserve()
         run.write_manifest("interrupted")
         progress.say("controller", "interrupted: results fetched so far are in %s/raw; agents "
-                     "already started keep running on their devices" % run.summary.run_dir)
+                     "already started keep running on their devices. Finish it with: "
+                     "benchfleet resume %s" % (run.summary.run_dir, run.summary.run_dir))
         raise
     except LocalWriteError as exc:
         raise run.stop(exc, progress) from None
+    finally:
+        if run.lock is not None:
+            run.lock.release()
     return run.summary
 
 
-def _execute(run, suite, the_plan, progress, max_parallel):
-    """Build models, make each device's job, run every device; (outcomes, jobs, manifest facts)."""
+def _execute(run, suite, the_plan, progress, max_parallel, wait_s=0.0, kept=None):
+    """Build models, make each device's job, run every device with cases left (kept: results
+    already here, for a resume); (outcomes, jobs, manifest facts)."""
     from orchestrator import deploy, execute
     from orchestrator.jobs import device_job
+    from orchestrator.runlock import controller_identity
+    kept = kept or {}
 
     artifacts, problems = build_artifacts(the_plan, suite, progress)
     agent = deploy.local_agent()
@@ -319,23 +470,29 @@ def _execute(run, suite, the_plan, progress, max_parallel):
     for dplan in the_plan.devices:
         name = dplan.device.name
         djob = jobs[name] = device_job(run.summary.run_id, run.manifest["nonce"], suite, dplan,
-                                       artifacts, problems)
+                                       artifacts, problems, controller_identity())
         know = getattr(progress, "know_cases", None)
         if know is not None:
             know(name, djob.job["cases"])
         for doc in djob.planned:
             run.keep_raw(name, doc)
             progress.say(name, "%s: %s: %s" % (doc["label"], doc["status"], doc["reason"]))
-        if djob.job["cases"]:
+        left = [c for c in djob.job["cases"] if c["case_id"] not in kept.get(name, {})]
+        if left:
             runs.append(execute.DeviceRun(dplan.device, djob.job, djob.blobs,
-                                          (Path(agent[0]), agent[1]), run.raw_dir(name)))
-    outcomes = {o.device: o for o in execute.run_devices(runs, max_parallel, progress.event)}
+                                          (Path(agent[0]), agent[1]), run.raw_dir(name),
+                                          resume=name in run.manifest.get("devices", {})
+                                          and bool(run.manifest.get("resumed"))))
+        elif djob.job["cases"]:
+            progress.say(name, "resume: every case has its result already; nothing to run")
+    outcomes = {o.device: o for o in execute.run_devices(runs, max_parallel, progress.event,
+                                                         wait_s=wait_s)}
     extra = {"agent_sha256": agent[1],
              "artifacts": {"%s/%s" % k: a.sha256 for k, a in artifacts.items()}}
     return outcomes, jobs, extra
 
 
-def _gather(run, the_plan, jobs, outcomes, progress) -> None:
+def _gather(run, the_plan, jobs, outcomes, progress, kept=None) -> None:
     """Every device's results (planned skips + what it ran) into the summary, in plan order.
 
     A device's result names its case, model and runtime, but those are the job's to say: the
@@ -349,6 +506,9 @@ def _gather(run, the_plan, jobs, outcomes, progress) -> None:
         outcome = outcomes.get(name)
         found = {d["case_id"]: records.from_doc(d) for d in jobs[name].planned}
         sent = {c["case_id"]: c for c in jobs[name].job["cases"]}
+        for case_id, result in (kept or {}).get(name, {}).items():   # a resume's earlier results
+            if case_id in sent:
+                found[case_id] = with_job_identity(result, jobs[name].job, sent[case_id])[0]
         for result in outcome.results if outcome else []:
             case = sent.get(result.case_id)
             if case is None:

@@ -158,17 +158,22 @@ def test_wrong_port_on_one_device_does_not_stop_the_other(ssh_lab, tmp_path, age
     assert [r.status for r in outcomes[1].results] == ["ok", "ok"]
 
 
-def test_busy_device_gives_agent_busy_naming_the_lock(ssh_lab, tmp_path, agent_pyz):
+def test_busy_device_skips_its_cases_naming_the_holder(ssh_lab, tmp_path, agent_pyz):
     device = lab_device(ssh_lab.devices[1], tmp_path)
     os.makedirs(device.workdir)
     job = make_job(device)
     with open(os.path.join(device.workdir, "agent.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # an orphaned agent still holding the workdir
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run still holding the workdir
+        lock.write('{"pid": 4242, "run_id": "other-run", "since": "2026-12-03T01:00:00Z", '
+                   '"controller": {"user": "ana", "host": "lab-ctl", "pid": 77}}\n')
+        lock.flush()
         with make_transport(device) as t:
             outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", poll_interval=0.2)
-    assert isinstance(outcome.exception, AgentBusy)
-    assert "agent.lock" in outcome.error
-    assert [r.substatus for r in outcome.results] == ["error", "error"]
+    assert outcome.exception is None   # busy is not a failure
+    assert "device busy: run other-run of ana@lab-ctl (controller pid 77), agent pid 4242" \
+        in outcome.error
+    assert [(r.status, r.substatus) for r in outcome.results] == [("skipped", "busy")] * 2
+    assert "--wait" in outcome.results[0].hint
     assert_valid(outcome, job)
 
 
