@@ -30,7 +30,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -322,21 +321,10 @@ def timer_text(req: Request) -> str:
 def write_atomic(path: Path, text: str, mode=0o644) -> None:
     """Write `text` to `path` through a temp file in the same folder and os.replace: a reader
     (or systemd) sees the old file or the new one, never a part."""
+    from agent.fsutil import atomic_write_text
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_text(str(path), text)
+    os.chmod(path, mode)
 
 
 def write_units(req: Request, folder: Path) -> list:

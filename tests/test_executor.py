@@ -17,7 +17,7 @@ import pytest
 import sshlab
 from agent import schema
 from orchestrator.deploy import build_agent_pyz
-from orchestrator.errors import AgentBusy
+
 from orchestrator.execute import DeviceRun, run_device, run_devices
 from orchestrator.jobs import failed_result
 from orchestrator.config.inventory import Device
