@@ -261,6 +261,19 @@ def test_results_dir_filling_mid_run_stops_cleanly_and_leaves_the_results_on_the
     assert len(results) == 2
     for name in results:
         assert json.loads((out / name).read_text())["status"] == "ok"
+    # Room again: the stopped run is finished in its own folder with the device's numbers.
+    assert "benchfleet resume %s" % run_dir in message
+    for filler in small_disk.glob("filler-*"):
+        filler.unlink()
+    from orchestrator.run import resume_run
+    summary = resume_run(run_dir)
+    assert sorted(r.case_id + ".json" for r in summary.results) == results
+    assert all(r.status == "ok" for r in summary.results)
+    for r in summary.results:
+        device = json.loads((out / (r.case_id + ".json")).read_text())
+        assert r.timing.latencies_ms == device["timing"]["latencies_ms"]
+    with open(run_dir / "manifest.json") as f:
+        assert json.load(f)["state"] == "finished"
 
 
 # --- every wait has a deadline ---------------------------------------------------------------
