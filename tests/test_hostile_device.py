@@ -174,7 +174,7 @@ def test_disk_below_the_floor_is_refused_before_a_case_with_the_reason_at_once(
 def test_disk_filling_mid_run_stops_the_agent_with_its_own_exit_class(
         small_disk, tmp_path, agent_pyz):  # noqa: F811
     dev = disk_device(small_disk)
-    job = make_job(dev, n=2, min_duration_s=1.5)
+    job = make_job(dev, n=2, min_duration_s=6.0)  # fill lands in case 1 under load
     filled = []
 
     def on_event(name, event):

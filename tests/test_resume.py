@@ -294,3 +294,51 @@ def test_the_sweep_lock_refuses_an_overlapping_run_of_the_same_suite(lab, tmp_pa
         assert first.wait(timeout=120) == 0
     finally:
         first.kill()
+
+
+def _sessions(ports):
+    """ESTABLISHED TCP connections to any of `ports` on 127.0.0.1, from /proc/net/tcp (the
+    controller's side of each SSH session)."""
+    count = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            remote, state = fields[2], fields[3]
+            if state == "01" and int(remote.split(":")[1], 16) in ports:
+                count += 1
+    return count
+
+
+def test_forks_bounds_the_sessions_open_at_once_on_24_devices(tmp_path_factory, tmp_path):
+    import threading
+    root = tmp_path_factory.mktemp("forkslab")
+    os.chmod(root, 0o755)
+    big = sshlab.SshLab(root)
+    try:
+        for i in range(24):
+            big.add("f%02d" % i)
+        ports = {d.port for d in big.devices}
+        inv = big.write_inventory(tmp_path / "inv.yaml", python=sys.executable)
+        peak, stop = [0], threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], _sessions(ports))
+                time.sleep(0.01)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            done = cli(tmp_path, "run", suite_file(tmp_path, cases=1, seconds=0.3), "-i", inv,
+                       "--results-dir", tmp_path / "res", "--forks", "8")
+        finally:
+            stop.set()
+            sampler.join()
+        assert done.returncode == 0, done.stdout + done.stderr
+        rows = rows_of(the_run_dir(tmp_path / "res"))
+        assert sorted(r["device"] for r in rows) == sorted(d.name for d in big.devices)
+        assert all(r["status"] == "ok" for r in rows)
+        print("peak sessions with --forks 8 on 24 devices: %d" % peak[0])
+        assert 2 <= peak[0] <= 8, peak[0]   # in parallel, never past --forks
+    finally:
+        big.stop()
