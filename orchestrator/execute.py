@@ -17,7 +17,7 @@ from orchestrator.escape import terminal
 from orchestrator.jobs import controller_result, failed_result
 from orchestrator.errors import (AgentBusy, HostKeyError, LocalWriteError, OrchestratorError,
                                  TransportError)
-from orchestrator.collect import RunPoller, Verdict
+from orchestrator.collect import RunPoller, Verdict, loads_untrusted
 
 log = logging.getLogger(__name__)
 
@@ -147,19 +147,9 @@ class _DeviceRun:
 
     def lock_state(self):
         """{"held", "holder"} of the device's agent.lock (the agent's `lock` command)."""
+        from orchestrator.status import read_lock
         agent = posixpath.join(self.workdir, deploy.agent_rel_path(self.agent_sha))
-        res = self.t.run([self.device.python, agent, "lock", self.workdir],
-                         timeout=self.device.command_timeout_s, env=dict(self.device.env) or None)
-        try:
-            state = json.loads(res.stdout) if res.exit_code == 0 else None
-        except ValueError:
-            state = None
-        if not isinstance(state, dict):
-            raise TransportError(self.device.name, "agent lock exited %d: %s"
-                                 % (res.exit_code, res.stderr.strip()[-300:]))
-        holder = state.get("holder")
-        return {"held": state.get("held") is True,
-                "holder": holder if isinstance(holder, dict) else None}
+        return read_lock(self.t, self.device, agent, self.workdir)
 
     def attach(self):
         """For a resumed run: True when nothing needs starting (the agent of this run still
@@ -204,7 +194,7 @@ class _DeviceRun:
         """Who holds the device, from out/busy.json (written by the agent that found it busy)."""
         try:
             raw = self.t.read_bytes(posixpath.join(self.run_dir, "out", "busy.json"), 64 * 1024)
-            doc = json.loads(raw.decode("utf-8", "replace")) if raw else None
+            doc = loads_untrusted(raw.decode("utf-8", "replace")) if raw else None
         except (OrchestratorError, ValueError):
             doc = None
         return doc if isinstance(doc, dict) else {}

@@ -7,32 +7,45 @@ The lock (WORKDIR/agent.lock) is held by every process of a run that measures; t
 from __future__ import annotations
 
 import concurrent.futures
-import json
 
 from orchestrator import deploy
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, TransportError
+from orchestrator.escape import terminal
+
+
+def read_lock(t, dev, agent_path, workdir) -> dict:
+    """{"held": bool, "holder": dict or None} from the device's `agent lock WORKDIR` (its answer
+    is untrusted: capped, depth-checked and shape-checked).
+
+    Raises:
+        TransportError: the command failed or its answer is unusable.
+    """
+    from orchestrator.collect import loads_untrusted
+    res = t.run([dev.python, agent_path, "lock", workdir], timeout=dev.command_timeout_s,
+                env=dict(dev.env) or None)
+    state = None
+    if res.exit_code == 0 and len(res.stdout) <= 64 * 1024:
+        try:
+            state = loads_untrusted(res.stdout)
+        except ValueError:
+            pass
+    if not isinstance(state, dict):
+        raise TransportError(dev.name, "agent lock exited %d with an unusable answer: %s"
+                             % (res.exit_code, terminal(res.stderr.strip()[-300:])))
+    holder = state.get("holder")
+    return {"held": state.get("held") is True, "holder": holder if isinstance(holder, dict) else None}
 
 
 def one_status(dev, agent=None) -> dict:
-    """{"held": bool, "holder": dict or None} or {"error": text} for one device."""
+    """read_lock's answer, or {"error": text}, for one device."""
     from orchestrator.transport import make_transport
     try:
         with make_transport(dev) as t:
             workdir = t.expand(dev.workdir)
             remote, _ = deploy.install_agent(t, workdir, agent)
-            res = t.run([dev.python, remote, "lock", workdir], timeout=dev.command_timeout_s,
-                        env=dict(dev.env) or None)
-        if res.exit_code != 0:
-            return {"error": "agent lock exited %d: %s" % (res.exit_code, res.stderr.strip()[-300:])}
-        state = json.loads(res.stdout)
-    except ValueError as exc:
-        return {"error": "the agent's answer is unusable: %s" % exc}
+            return read_lock(t, dev, remote, workdir)
     except OrchestratorError as exc:
         return {"error": str(exc)}
-    if not isinstance(state, dict):
-        return {"error": "the agent's answer is not an object"}
-    holder = state.get("holder")
-    return {"held": state.get("held") is True, "holder": holder if isinstance(holder, dict) else None}
 
 
 def device_status(devices) -> dict:
