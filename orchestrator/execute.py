@@ -22,6 +22,10 @@ from orchestrator.collect import RunPoller, Verdict, loads_untrusted
 log = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 2000
+# Between two full polls, a look this often at the two files that change when a case starts or
+# ends or the run finishes (events.jsonl's size, `done`): two SFTP stats, no process started on
+# the device, so a finished case is seen within about this long instead of a poll interval.
+LOOK_S = 0.05
 
 
 @dataclass
@@ -96,6 +100,8 @@ class _DeviceRun:
         self.agent_sha = None
         self.busy_holder = None
         self.resumed = False
+        self.looks = True   # False once the transport has no file_size: plain polling
+        self.woke_at = None   # events.jsonl's size at the last look that woke a poll
 
     def note(self, text, kind="note"):
         self.on_event(self.device.name, {"t": time.time(), "event": kind, "text": text})
@@ -210,6 +216,9 @@ class _DeviceRun:
                 if failures:
                     self.note("reconnected after %d attempt%s" % (failures, "s"[:failures > 1]))
                 failures = 0
+                if verdict is None:
+                    self._pause(poll_interval)
+                    continue
             except HostKeyError:
                 raise
             except TransportError as exc:
@@ -226,9 +235,35 @@ class _DeviceRun:
                           % (cause, failures, max_reconnects))
                 time.sleep(min(30.0, poll_interval * 2 ** failures))
                 continue
-            if verdict is not None:
-                return verdict
-            time.sleep(poll_interval)
+            return verdict
+
+    def _pause(self, poll_interval):
+        """Wait up to poll_interval for the next full poll, ending early when a cheap look
+        (LOOK_S) finds events.jsonl grown past what the poller has read or `done` present."""
+        deadline = time.monotonic() + poll_interval
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(LOOK_S, left) if self.looks else left)
+            if self.looks and self._changed():
+                return
+
+    def _changed(self):
+        poller = self.poller
+        if poller.events_off:   # events.jsonl is no longer read: its size says nothing
+            self.looks = False
+            return False
+        out = posixpath.join(self.run_dir, "out")
+        try:
+            size = self.t.file_size(posixpath.join(out, "events.jsonl"))
+            if size is not None and size > poller.offset and size != self.woke_at:
+                self.woke_at = size   # a half-written last line wakes one poll, not every look
+                return True
+            return self.t.file_size(posixpath.join(out, "done")) is not None
+        except NotImplementedError:
+            self.looks = False
+            return False
 
     def _on_result(self, case_id, doc, problems):
         if problems:

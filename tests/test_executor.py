@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import pytest
 
@@ -23,6 +24,7 @@ from orchestrator.jobs import failed_result
 from orchestrator.config.inventory import Device
 from orchestrator.collect import parse_result
 from orchestrator.transport import make_transport
+from orchestrator.transport.local import LocalTransport
 
 SETTINGS = {"warmup_runs": 2, "warmup_min_s": 0.0, "runs": 20, "min_duration_s": 0.05,
             "max_duration_s": 5.0, "input_seed": 0, "input_pool": 1, "cv_max": 1.0,
@@ -254,3 +256,46 @@ def test_kept_files_are_fetched_only_under_their_case_name(tmp_path):
         "profile.json": "c-1.profile.json", "escape": "../../secret", "other": "c-2.x"}}})
     assert sorted(p.name for p in raw.iterdir()) == ["c-1.profile.json"]
     assert (raw / "c-1.profile.json").read_text() == "[1]"
+
+
+class _CountingLocal(LocalTransport):
+    """The local transport, counting full polls (listdir) and cheap looks (file_size)."""
+
+    def __init__(self, name, looks=True):
+        LocalTransport.__init__(self, name)
+        self.polls = self.sizes = 0
+        self.has_looks = looks
+
+    def listdir(self, remote_path):
+        self.polls += 1
+        return LocalTransport.listdir(self, remote_path)
+
+    def file_size(self, remote_path):
+        if not self.has_looks:
+            raise NotImplementedError
+        self.sizes += 1
+        return LocalTransport.file_size(self, remote_path)
+
+
+def test_a_cheap_look_wakes_the_poll_when_a_case_ends_not_the_poll_interval(tmp_path, agent_pyz):
+    device = local_device(tmp_path)
+    job = make_job(device, n=3, min_duration_s=0.3)
+    t = _CountingLocal(device.name)
+    started = time.monotonic()
+    outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", poll_interval=60.0)
+    took = time.monotonic() - started
+    assert_valid(outcome, job)
+    assert [r.status for r in outcome.results] == ["ok"] * 3
+    # With one full poll a minute and nothing else, the run could not end before 60 s: each
+    # case_start, case_end, run_end and `done` woke a poll at once.
+    assert took < 30, took
+    assert 3 <= t.polls <= 20 and t.sizes > t.polls, (t.polls, t.sizes)
+
+
+def test_a_transport_without_looks_falls_back_to_plain_polling(tmp_path, agent_pyz):
+    device = local_device(tmp_path)
+    job = make_job(device, n=2)
+    t = _CountingLocal(device.name, looks=False)
+    outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", poll_interval=0.2)
+    assert_valid(outcome, job)
+    assert [r.status for r in outcome.results] == ["ok"] * 2 and t.sizes == 0 and t.polls >= 2

@@ -109,20 +109,23 @@ def rows_of(run_dir):
 
 
 def run_pids(run_id):
-    """Processes whose command line names this run (the agent's supervisor and its worker)."""
-    found = []
+    """(pid, is_worker) of each process whose command line names this run: the agent's
+    supervisor and its case worker (a fork of the supervisor, or an exec'd `agent case`)."""
+    named = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open("/proc/%s/cmdline" % entry, "rb") as f:
                 text = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
+            with open("/proc/%s/stat" % entry) as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if "runs/%s/" % run_id in text and (" case " in text or " run " in text) \
-                and not text.startswith("sh "):
-            found.append((int(entry), " case " in text))
-    return found
+        python = os.path.basename(text.split(" ", 1)[0]).startswith("python")
+        if python and "runs/%s/" % run_id in text and (" case " in text or " run " in text):
+            named[int(entry)] = (parent, " case " in text)
+    return [(pid, is_case or parent in named) for pid, (parent, is_case) in named.items()]
 
 
 def lock_state(dev):

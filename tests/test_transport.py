@@ -77,6 +77,7 @@ def test_files_roundtrip_and_atomic_put_leaves_no_tmp(tr, tmp_path):
     assert t.read_bytes(dest, len(data)) == data
     assert t.read_bytes(dest, len(data), offset=199_990) == data[199_990:]
     assert t.read_bytes(base + "/absent", 10) is None
+    assert t.file_size(dest) == len(data) and t.file_size(base + "/absent") is None
     with pytest.raises(TransportError, match="more than the 100 allowed"):
         t.read_bytes(dest, 100)
     back = tmp_path / "back.bin"

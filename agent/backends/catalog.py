@@ -251,6 +251,9 @@ BACKENDS = (
         "synthetic", "agent.backends.synthetic", "SyntheticBackend", ("synthetic",),
         "busy-waits a set time per invoke: harness overhead and tests",
         options=(
+            Option("wait", "str", None, "spin (busy-wait, the default: no wake-up jitter) or "
+                   "sleep (idle: many simulated devices sharing a few cores, fan-out benchmarks)",
+                   choices=("spin", "sleep")),
             Option("test_crash", "bool", help="test hook: os.abort() in load"),
             Option("test_stdout", "str", help="test hook: text printed to fd 1 in load"),
             Option("test_raise", "str", choices=("bad_model", "error", "unavailable"),

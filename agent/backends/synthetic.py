@@ -1,7 +1,8 @@
 """The synthetic backend: busy-waits a set time per invoke, for tests and overhead measurement.
 
 It spins on perf_counter instead of sleeping because a sleep's wake-up jitter (50 us and more)
-would swamp the harness overhead it exists to expose. Options prefixed `test_` are fault
+would swamp the harness overhead it exists to expose; `wait: sleep` sleeps instead, for
+benchmarks of the fan-out where many simulated devices share a few cores. Options prefixed `test_` are fault
 hooks for the agent's own tests; a real suite never sets them.
 """
 
@@ -25,6 +26,7 @@ class SyntheticBackend(Backend):
         ms = (case.get("model") or {}).get("synthetic_ms") or 0.0
         self._wait_s = float(ms) / 1000.0
         self._printed = False
+        self._sleep = self.options.get("wait") == "sleep"
 
     def load(self):
         opts = self.options
@@ -48,6 +50,9 @@ class SyntheticBackend(Backend):
 
     def invoke(self, inputs):
         if self._wait_s <= 0.0:
+            return inputs
+        if self._sleep:
+            time.sleep(self._wait_s)
             return inputs
         end = time.perf_counter() + self._wait_s
         while time.perf_counter() < end:

@@ -82,6 +82,10 @@ class Transport:
     def exists(self, remote_path):
         raise NotImplementedError
 
+    def file_size(self, remote_path):
+        """The size in bytes of the file (links followed), None if absent: one cheap look."""
+        raise NotImplementedError
+
     def read_bytes(self, remote_path, max_bytes, offset=0):
         """The file's bytes from offset, None if absent; TransportError if larger than max_bytes."""
         raise NotImplementedError

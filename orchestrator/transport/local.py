@@ -80,6 +80,15 @@ class LocalTransport(Transport):
     def exists(self, remote_path):
         return os.path.exists(self.expand(remote_path))
 
+    def file_size(self, remote_path):
+        path = self.expand(remote_path)
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise TransportError(self.name, "cannot stat %s: %s" % (path, exc)) from exc
+
     def read_bytes(self, remote_path, max_bytes, offset=0):
         path = self.expand(remote_path)
         try:

@@ -279,6 +279,14 @@ class SshTransport(Transport):
             except FileNotFoundError:
                 return False
 
+    def file_size(self, remote_path):
+        path = self.expand(remote_path)
+        with self._mapped("stat %s" % path):
+            try:
+                return self._sftp().stat(path).st_size   # one SFTP request, no process started
+            except FileNotFoundError:
+                return None
+
     def read_bytes(self, remote_path, max_bytes, offset=0):
         path = self.expand(remote_path)
         with self._mapped("read %s" % path):
@@ -302,14 +310,20 @@ class SshTransport(Transport):
         path = self.expand(remote_path)
         with self._mapped("create folder %s" % path):
             sftp = self._sftp()
-            current = "/" if path.startswith("/") else ""
-            for part in [p for p in path.split("/") if p]:
-                current = posixpath.join(current, part) if current else part
+            # Up from the folder to the first that exists (a new run's folder: three looks, not
+            # one per path component), then down, making each missing one FOLDER_MODE.
+            missing = []
+            current = posixpath.normpath(path)
+            while current not in ("/", ".", ""):
                 try:
                     sftp.stat(current)
+                    break
                 except FileNotFoundError:
-                    try:
-                        sftp.mkdir(current, mode=FOLDER_MODE)   # whatever the server's umask
-                        sftp.chmod(current, FOLDER_MODE)
-                    except OSError:
-                        sftp.stat(current)  # made meanwhile by someone else: fine; else raise
+                    missing.append(current)
+                    current = posixpath.dirname(current)
+            for folder in reversed(missing):
+                try:
+                    sftp.mkdir(folder, mode=FOLDER_MODE)   # whatever the server's umask:
+                    sftp.chmod(folder, FOLDER_MODE)
+                except OSError:
+                    sftp.stat(folder)  # made meanwhile by someone else: fine; else raise

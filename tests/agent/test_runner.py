@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from agent import fsutil, runner, schema
 from agent_helpers import REPO, make_job, read_events, run_agent, synthetic_case
 
@@ -18,7 +20,15 @@ def load_result(out_dir, case_id):
     return doc
 
 
-def test_run_writes_valid_results_events_heartbeat_and_done(workdir):
+@pytest.fixture(params=["fork", "exec"])
+def worker_mode(request, monkeypatch):
+    """Both ways the supervisor starts a case worker: a fork (the default) and a fresh
+    interpreter (BENCHFLEET_WORKER=exec, and wherever os.fork is missing)."""
+    monkeypatch.setenv(runner.WORKER_MODE_ENV, request.param)
+    return request.param
+
+
+def test_run_writes_valid_results_events_heartbeat_and_done(workdir, worker_mode):
     job = make_job([synthetic_case("c-a"), synthetic_case("c-b", ms=0.0),
                     synthetic_case("c-skip", options={"test_raise": "unavailable"})])
     job_path, out = workdir(job)
@@ -66,7 +76,7 @@ def test_busy_lock_exits_3_and_names_the_holder(workdir):
     assert not os.path.exists(os.path.join(out, "c-a.json"))
 
 
-def test_case_timeout_kills_worker_and_next_case_runs(workdir):
+def test_case_timeout_kills_worker_and_next_case_runs(workdir, worker_mode):
     slow = synthetic_case("c-slow", ms=20.0, runs=100000, min_duration_s=60.0, case_timeout_s=1.5)
     job_path, out = workdir(make_job([slow, synthetic_case("c-next")]))
     started = time.time()
@@ -79,7 +89,7 @@ def test_case_timeout_kills_worker_and_next_case_runs(workdir):
     assert load_result(out, "c-next")["status"] == "ok"
 
 
-def test_crashing_worker_gives_failed_crashed_with_signal_name(workdir):
+def test_crashing_worker_gives_failed_crashed_with_signal_name(workdir, worker_mode):
     job = make_job([synthetic_case("c-crash", options={"test_crash": True}), synthetic_case("c-ok")])
     job_path, out = workdir(job)
     proc = run_agent(["run", job_path, "--out", out])
@@ -143,7 +153,7 @@ def test_fixed_cooldown_between_cases_is_recorded_in_next_result(workdir):
     assert [e["waited_s"] for e in read_events(out) if e["event"] == "cooldown"] == [waited]
 
 
-def test_sigterm_kills_worker_and_exits_130(workdir):
+def test_sigterm_kills_worker_and_exits_130(workdir, worker_mode):
     slow = synthetic_case("c-slow", ms=1.0, runs=10 ** 6, min_duration_s=60.0)
     job_path, out = workdir(make_job([slow]))
     env = dict(os.environ, PYTHONPATH=REPO)
@@ -165,6 +175,54 @@ def test_sigterm_kills_worker_and_exits_130(workdir):
     fd, holder = runner.acquire_lock(workdir.root)
     assert fd is not None
     os.close(fd)
+
+
+def _proc_stat(pid):
+    """(parent pid, session id) of a live process, from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[3])
+
+
+def test_forked_worker_is_a_child_in_its_own_session_with_default_signals(workdir, worker_mode):
+    slow = synthetic_case("c-slow", ms=1.0, runs=10 ** 6, min_duration_s=60.0)
+    job_path, out = workdir(make_job([slow]))
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", job_path, "--out", out],
+                            env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline, children = time.time() + 20, []
+        while time.time() < deadline and not children:
+            children = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                        and _safe_parent(int(p)) == proc.pid]
+            time.sleep(0.05)
+        assert len(children) == 1, children
+        child = children[0]
+        parent, session = _proc_stat(child)
+        assert parent == proc.pid and session == child   # its own session: killpg reaches all
+        with open("/proc/%d/cmdline" % child, "rb") as f:
+            cmdline = f.read().split(b"\0")
+        assert (b"case" in cmdline) == (worker_mode == "exec")   # a fork keeps `run`'s argv
+        assert os.readlink("/proc/%d/fd/0" % child) == os.devnull
+        with open("/proc/%d/status" % child) as f:
+            caught = int([l for l in f if l.startswith("SigCgt:")][0].split()[1], 16)
+        assert not caught & (1 << (signal.SIGTERM - 1))   # the supervisor's handler is not kept
+        os.kill(child, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    doc = load_result(out, "c-slow")
+    assert (doc["status"], doc["substatus"]) == ("failed", "crashed")
+    assert "SIGTERM" in doc["reason"]
+
+
+def _safe_parent(pid):
+    try:
+        return _proc_stat(pid)[0]
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _zone(root, name, milli):
@@ -208,3 +266,23 @@ def test_thermal_cooldown_without_zones_falls_back_to_fixed(tmp_path):
     cfg = {"mode": "thermal", "seconds": 4.0, "delta_c": 3.0, "max_wait_s": 300}
     rec = runner.thermal_wait(cfg, {}, str(tmp_path), slept.append, lambda: 0.0)
     assert slept == [4.0] and "no thermal zones" in rec["fallback"]
+
+
+def test_synthetic_wait_sleep_idles_where_spin_computes(workdir):
+    """`wait: sleep` (fan-out benchmarks with many simulated devices on few cores) keeps the
+    latency and gives the CPU away; the default busy-waits."""
+    import resource
+    cpu = {}
+    for wait in ("spin", "sleep"):
+        options = {"wait": wait} if wait == "sleep" else {}
+        case = synthetic_case("c-" + wait, ms=5.0, options=options, runs=1, min_duration_s=1.0,
+                              max_duration_s=5.0)
+        job_path, out = workdir(make_job([case]))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = run_agent(["run", job_path, "--out", out])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        assert proc.returncode == 0, proc.stderr
+        doc = load_result(out, "c-" + wait)
+        assert doc["status"] == "ok" and doc["timing"]["summary"]["p50"] >= 5.0
+        cpu[wait] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert cpu["spin"] >= 0.8 and cpu["sleep"] < cpu["spin"] - 0.5, cpu
