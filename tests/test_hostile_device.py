@@ -191,7 +191,13 @@ def test_disk_filling_mid_run_stops_the_agent_with_its_own_exit_class(
     assert rows(outcome) == [("failed", "agent_lost"), ("failed", "agent_lost")]
     assert "device disk full" in outcome.error, outcome.error
     run_dir = os.path.join(dev.workdir, "runs", job["run_id"])
-    with open(os.path.join(run_dir, "agent.exit")) as f:
+    # The verdict comes from status.json, which the agent writes just before it exits: the
+    # wrapper's agent.exit may land a moment after the controller has moved on.
+    exit_file = os.path.join(run_dir, "agent.exit")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(exit_file) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with open(exit_file) as f:
         assert f.read().strip() == str(schema.EXIT_DISK_FULL)
     with open(os.path.join(run_dir, "agent.log")) as f:
         assert "device disk full" in f.read()
