@@ -25,7 +25,7 @@ LOG_TAIL_CHARS = 2000
 # Between two full polls, a look this often at the two files that change when a case starts or
 # ends or the run finishes (events.jsonl's size, `done`): two SFTP stats, no process started on
 # the device, so a finished case is seen within about this long instead of a poll interval.
-LOOK_S = 0.05
+LOOK_S = 0.1
 
 
 @dataclass
@@ -70,9 +70,12 @@ def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,
     stall = stall_timeout_s if stall_timeout_s is not None else max(60.0, 3 * poll_interval)
     deadline = time.monotonic() + max(0.0, wait_s)
     try:
-        run.deploy(blobs, agent_pyz)
-        if not (resume and run.attach()):
-            run.start(agent_pyz[1])
+        if resume:
+            run.deploy(blobs, agent_pyz)
+            if not run.attach():
+                run.start(agent_pyz[1])
+        else:
+            run.launch(blobs, agent_pyz)
         while True:
             verdict = run.watch(poll_interval, stall, case_margin_s, max_reconnects)
             then = run.after_busy(deadline, lock_poll_s) if verdict.kind == "busy" else None
@@ -107,23 +110,84 @@ class _DeviceRun:
         self.on_event(self.device.name, {"t": time.time(), "event": kind, "text": text})
 
     # -- deploy and start ------------------------------------------------------------------
-    def deploy(self, blobs, agent_pyz):
+    def _prepare(self, blobs, agent_pyz):
+        """Check the job; the (local path, workdir-relative path) of every file it needs."""
         problems = schema.check_job(self.job)
         if problems:
             raise ValueError("invalid job for %s: %s" % (self.device.name, "; ".join(problems)))
         os.makedirs(self.raw_dir, exist_ok=True)
         self.agent_sha = agent_pyz[1]
-        self.workdir = self.t.expand(self.device.workdir)
-        self.run_dir = posixpath.join(self.workdir, "runs", self.job["run_id"])
-        self.t.mkdirs(posixpath.join(self.run_dir, "out"))
         wanted = [(agent_pyz[0], deploy.agent_rel_path(agent_pyz[1]))]
         for sha in _job_blobs(self.job):
             if sha not in blobs:
                 raise ValueError("job names blobs/%s but no local file was given for it" % sha)
             wanted.append((blobs[sha], "blobs/" + sha))
+        return wanted
+
+    def _set_workdir(self, workdir):
+        self.workdir = workdir
+        self.run_dir = posixpath.join(self.workdir, "runs", self.job["run_id"])
+
+    def deploy(self, blobs, agent_pyz):
+        """Folders, missing files and job.json in separate steps (a resumed run: then attach)."""
+        wanted = self._prepare(blobs, agent_pyz)
+        self._set_workdir(self.t.expand(self.device.workdir))
+        self.t.mkdirs(posixpath.join(self.run_dir, "out"))
         self.outcome.uploads = deploy.upload_missing(self.t, self.workdir, wanted)
         self._put_job()
         self.note("deployed (%d file(s) uploaded)" % len(self.outcome.uploads), "deploy")
+
+    def launch(self, blobs, agent_pyz):
+        """Deploy and start a new run with one command on the device (deploy.launch_script):
+        folders, job.json from stdin, a check that every file is there, the agent started. Only
+        when files are missing are they uploaded and the command run once more. A transport
+        without stdin commands takes the separate steps (folders, uploads, job, start)."""
+        wanted = self._prepare(blobs, agent_pyz)
+        data = json.dumps(self.job, indent=1, allow_nan=False).encode("utf-8")
+        missing = self._launch_once(wanted, data)
+        if missing:
+            self.outcome.uploads = deploy.upload_missing(
+                self.t, self.workdir, [(local, rel) for local, rel in wanted if rel in missing])
+            missing = self._launch_once(wanted, data)
+            if missing:
+                raise TransportError(self.device.name, "%s still missing in %s after uploading"
+                                     % (", ".join(sorted(missing)), self.workdir))
+        self.note("deployed (%d file(s) uploaded)" % len(self.outcome.uploads), "deploy")
+
+    def _launch_once(self, wanted, data):
+        """Run the launch script once: the set of files the device lacks (nothing was started
+        then), or an empty set once the agent is started."""
+        rel = posixpath.join("runs", self.job["run_id"])
+        argv = [self.device.python, deploy.agent_rel_path(self.agent_sha), "run",
+                rel + "/job.json", "--out", rel + "/out"]
+        script = deploy.launch_script(self.device.workdir, self.job["run_id"], len(data),
+                                      [path for _, path in wanted], argv,
+                                      env=dict(self.device.env))
+        try:
+            result = self.t.run_input(["sh", "-c", script], data, timeout=120)
+        except NotImplementedError:   # no stdin on this transport: the separate steps
+            self._set_workdir(self.t.expand(self.device.workdir))
+            self.t.mkdirs(posixpath.join(self.run_dir, "out"))
+            self.outcome.uploads = deploy.upload_missing(self.t, self.workdir, wanted)
+            self._put_job()
+            self.start(self.agent_sha)
+            return set()
+        home, missing, started = deploy.parse_launch(result.stdout)
+        workdir = self.device.workdir
+        if workdir == "~" or workdir.startswith("~/"):
+            if not home:
+                raise TransportError(self.device.name, "could not deploy the agent: the device "
+                                     "did not say its home folder (exit %d): %s"
+                                     % (result.exit_code, _short(result)))
+            workdir = home + workdir[1:]
+        self._set_workdir(workdir)
+        if result.exit_code == deploy.LAUNCH_MISSING and missing:
+            return set(missing)
+        if result.exit_code != 0 or not started:
+            raise TransportError(self.device.name, "could not deploy and start the agent in %s "
+                                 "(exit %d): %s" % (workdir, result.exit_code, _short(result)))
+        self.started = True
+        return set()
 
     def _put_job(self):
         fd, tmp = tempfile.mkstemp(prefix="job-", suffix=".json")
@@ -349,6 +413,12 @@ class _DeviceRun:
     def _order(self):
         self.outcome.results = [records.from_doc(self.docs[c["case_id"]])
                                 for c in self.job.get("cases") or [] if c.get("case_id") in self.docs]
+
+
+def _short(result):
+    """The last of a device command's stderr (else stdout), for an error message."""
+    text = (result.stderr or "").strip() or (result.stdout or "").strip() or "no output"
+    return terminal(text[-500:])
 
 
 def describe_holder(holder):

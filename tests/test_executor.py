@@ -299,3 +299,44 @@ def test_a_transport_without_looks_falls_back_to_plain_polling(tmp_path, agent_p
     outcome = run_device(t, device, job, {}, agent_pyz, tmp_path / "raw", poll_interval=0.2)
     assert_valid(outcome, job)
     assert [r.status for r in outcome.results] == ["ok"] * 2 and t.sizes == 0 and t.polls >= 2
+
+
+class _StepsLocal(_CountingLocal):
+    """Counts the launch commands and the SFTP-style steps a deploy takes."""
+
+    def __init__(self, name):
+        _CountingLocal.__init__(self, name)
+        self.launches = self.puts = self.mkdir_calls = 0
+
+    def run_input(self, argv, data, timeout, env=None):
+        self.launches += 1
+        return LocalTransport.run_input(self, argv, data, timeout, env)
+
+    def put(self, local_path, remote_path):
+        self.puts += 1
+        return LocalTransport.put(self, local_path, remote_path)
+
+    def mkdirs(self, remote_path):
+        self.mkdir_calls += 1
+        return LocalTransport.mkdirs(self, remote_path)
+
+
+def test_a_device_that_has_everything_is_deployed_and_started_by_one_command(
+        tmp_path, agent_pyz, blob, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))   # a ~ workdir: the device says its home
+    device = Device(name="local", transport="local", python=sys.executable, workdir="~/bf")
+    sha, path = blob
+    counts = []
+    for run_id in ("20261122-000000-ab12", "20261122-000001-ab12"):
+        job = make_job(device, n=1, blob_sha=sha, run_id=run_id)
+        t = _StepsLocal(device.name)
+        outcome = run_device(t, device, job, {sha: path}, agent_pyz, tmp_path / run_id)
+        assert_valid(outcome, job)
+        assert [r.status for r in outcome.results] == ["ok"]
+        counts.append((t.launches, t.puts, t.mkdir_calls, sorted(outcome.uploads)))
+        assert os.path.exists(tmp_path / "home" / "bf" / "runs" / run_id / "out" / "done")
+    agent_rel = "agent/%s.pyz" % agent_pyz[1]
+    # first: the command names the missing agent and blob, they are uploaded, it runs again
+    assert counts[0] == (2, 2, 2, sorted([agent_rel, "blobs/" + sha]))
+    # then: one command, nothing uploaded, no folder made step by step
+    assert counts[1] == (1, 0, 0, [])

@@ -410,3 +410,42 @@ def test_local_mkdirs_and_agent_folders_are_0700_under_a_permissive_umask(tmp_pa
         os.umask(old)
     assert _mode(base + "/cache") == 0o700
     assert _mode(base + "/cache/f") == 0o600
+
+
+def test_the_launch_command_makes_0700_folders_checks_the_job_and_names_missing_files(loose_sshd):
+    """deploy.launch_script, the one command that deploys and starts a new run, over a device
+    whose sessions have a permissive umask."""
+    from orchestrator import deploy
+    dev = loose_sshd
+    base = os.path.join(dev.workdir, "launch")
+    argv = ["sh", "-c", "mkdir -p cache && : > cache/f"]
+    job = b'{"job": 1}\n'
+    with SshTransport(dev.as_device()) as t:
+        script = deploy.launch_script(base, "r1", len(job), ["agent/a.pyz", "blobs/b"], argv)
+        # 1. files missing: named, nothing written, nothing started
+        r = t.run_input(["sh", "-c", script], job, timeout=30)
+        assert r.exit_code == deploy.LAUNCH_MISSING
+        assert deploy.parse_launch(r.stdout) == (None, ["agent/a.pyz", "blobs/b"], False)
+        assert os.listdir(base + "/runs/r1") == ["out"]
+        for rel in ("", "/runs", "/runs/r1", "/runs/r1/out"):
+            assert _mode(base + rel) == 0o700, rel
+        # 2. a job that arrives short is refused, not started
+        os.makedirs(base + "/agent")
+        os.makedirs(base + "/blobs")
+        open(base + "/agent/a.pyz", "w").close()
+        open(base + "/blobs/b", "w").close()
+        r = t.run_input(["sh", "-c", script], job[:-3], timeout=30)
+        assert r.exit_code == 92 and "truncated" in r.stderr
+        assert os.listdir(base + "/runs/r1") == ["out"]
+        # 3. everything there: the job lands 0600 and the command starts detached
+        r = t.run_input(["sh", "-c", script], job, timeout=30)
+        assert r.exit_code == 0 and deploy.parse_launch(r.stdout)[2] is True, r.stderr
+        with open(base + "/runs/r1/job.json", "rb") as f:
+            assert f.read() == job
+        assert _mode(base + "/runs/r1/job.json") == 0o600
+        deadline = time.monotonic() + 10
+        while not os.path.exists(base + "/runs/r1/agent.exit") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(base + "/runs/r1/agent.exit") as f:
+            assert f.read().strip() == "0"
+        assert _mode(base + "/cache") == 0o700 and _mode(base + "/cache/f") == 0o600

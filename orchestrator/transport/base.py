@@ -72,6 +72,11 @@ class Transport:
         """Run argv (no shell), return Result; raise CommandTimeout past timeout seconds."""
         raise NotImplementedError
 
+    def run_input(self, argv, data, timeout, env=None):
+        """run() with `data` (bytes) on the command's stdin, then end of file. Transports that
+        cannot raise NotImplementedError (callers fall back to separate steps)."""
+        raise NotImplementedError
+
     def put(self, local_path, remote_path):
         """Upload atomically: write remote .tmp-<random> in the same folder, then rename."""
         raise NotImplementedError

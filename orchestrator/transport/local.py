@@ -35,6 +35,23 @@ class LocalTransport(Transport):
                                  % (timeout, command_line(argv))) from None
         return Result(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
+    def run_input(self, argv, data, timeout, env=None):
+        check_env(self.name, env)
+        full_env = dict(os.environ, **{k: str(v) for k, v in (env or {}).items()})
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=full_env, start_new_session=True)
+        except OSError as exc:
+            raise TransportError(self.name, "cannot run %s: %s" % (argv[0], exc)) from exc
+        try:
+            out, err = proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise CommandTimeout(self.name, "command did not finish within %gs: %s"
+                                 % (timeout, command_line(argv))) from None
+        return Result(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
     def start_detached(self, argv, cwd, log_path, exit_path, env=None):
         check_env(self.name, env)
         inner = detached_command(argv, exit_path, env)

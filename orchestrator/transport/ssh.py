@@ -233,6 +233,44 @@ class SshTransport(Transport):
                                        pty=False)
         return Result(r.exited, r.stdout, r.stderr)
 
+    MAX_OUTPUT = 1 << 20   # what run_input keeps of each stream (its commands print a few lines)
+
+    def run_input(self, argv, data, timeout, env=None):
+        """One exec channel: argv, data on its stdin, stdout and stderr read to the end."""
+        check_env(self.name, env)
+        cmd = command_line(argv, env)
+        deadline = time.monotonic() + timeout
+        with self._mapped("command %s" % argv[0]):
+            chan = self._connection().client.get_transport().open_session(
+                timeout=self.target.connect_timeout)
+            try:
+                chan.settimeout(max(0.1, deadline - time.monotonic()))
+                chan.exec_command(cmd)
+                chan.sendall(data)
+                chan.shutdown_write()
+                out, err = bytearray(), bytearray()
+                while True:
+                    chan.settimeout(max(0.0, deadline - time.monotonic()) or 0.001)
+                    try:
+                        if chan.recv_stderr_ready():
+                            err += chan.recv_stderr(65536)[:max(0, self.MAX_OUTPUT - len(err))]
+                            continue
+                        chunk = chan.recv(65536)
+                    except socket.timeout:
+                        raise CommandTimeout(self.name, "%s did not finish within %gs on %s:%d "
+                                             "(the remote process may still be running)" % (
+                                                 argv[0], timeout, self.target.host,
+                                                 self.target.port)) from None
+                    if not chunk:
+                        break
+                    out += chunk[:max(0, self.MAX_OUTPUT - len(out))]
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)[:max(0, self.MAX_OUTPUT - len(err))]
+                code = chan.recv_exit_status()
+            finally:
+                chan.close()
+        return Result(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
     # -- files -----------------------------------------------------------------------------
     def expand(self, remote_path):
         path = str(remote_path)
