@@ -350,3 +350,50 @@ def test_forks_bounds_the_sessions_open_at_once_on_24_devices(tmp_path_factory, 
         assert 2 <= peak[0] <= 8, peak[0]   # in parallel, never past --forks
     finally:
         big.stop()
+
+
+def test_a_silent_device_costs_its_connect_timeout_and_never_delays_the_others(lab, tmp_path):
+    """One device accepts TCP and never says a word: its row fails after its connect timeout,
+    while the reachable device's result lands as soon as it is measured."""
+    import socket
+    mute = socket.socket()
+    mute.bind((sshlab.HOST, 0))
+    mute.listen(8)
+    held = []
+    import threading
+
+    def hold():
+        while True:
+            try:
+                held.append(mute.accept()[0])
+            except OSError:
+                return
+    threading.Thread(target=hold, daemon=True).start()
+    try:
+        path = inventory(lab, tmp_path, [lab.devices[0]])
+        doc = yaml.safe_load(path.read_text())
+        doc["devices"]["mute"] = {"host": sshlab.HOST, "port": mute.getsockname()[1],
+                                  "user": "root", "connect_timeout_s": 6,
+                                  "identity_file": lab.devices[0].identity_file,
+                                  "known_hosts": lab.devices[0].known_hosts,
+                                  "python": sys.executable}
+        path.write_text(yaml.safe_dump(doc))
+        results = tmp_path / "res"
+        start = time.time()
+        done = cli(tmp_path, "run", suite_file(tmp_path, cases=1, seconds=0.3), "-i", path,
+                   "--results-dir", results)
+        took = time.time() - start
+    finally:
+        mute.close()
+        for conn in held:
+            conn.close()
+    assert done.returncode == 1, done.stdout + done.stderr    # a failed row, not a crash
+    rows = {r["device"]: r for r in rows_of(the_run_dir(results))}
+    assert rows[lab.devices[0].name]["status"] == "ok"
+    assert rows["mute"]["status"] == "failed" and "no SSH banner" in rows["mute"]["reason"]
+    assert "within 6 s" in rows["mute"]["reason"]
+    # The good result was kept while the silent device was still being waited for...
+    [kept] = (the_run_dir(results) / "raw" / lab.devices[0].name).glob("*.json")
+    assert kept.stat().st_mtime - start < 6, kept.stat().st_mtime - start
+    # ...and the silent device cost one connect timeout, not more (start-up and teardown aside).
+    assert 6 <= took < 6 + 15, took
