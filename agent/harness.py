@@ -10,7 +10,7 @@ import math
 import os
 import time
 
-from agent import stats
+from agent import schema, stats
 
 # Measurement runs in chunks so the loop can stop at max_duration_s without a clock check per
 # iteration; a chunk is sized to take about this long at the latency seen so far.
@@ -167,6 +167,10 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
     latencies = [t / 1e6 for t in raw] if scale == 1e-9 else [t * scale * 1000.0 for t in raw]
     del raw
     summary, cons = stats.describe(latencies)
+    # Throughput is what the window achieved (inferences over its wall time), not 1000 / mean:
+    # the loop's own time between invokes counts against it, as it would in an application.
+    if measure_s > 0:
+        summary["throughput_ips"] = n / measure_s
     cur, peak = rss_kb()
     memory["rss_after_run_kb"] = cur
     memory["peak_rss_kb"] = peak
@@ -178,24 +182,60 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
     return {"timing": timing, "memory": memory}
 
 
-def validity(timing, settings, extra_reasons=()):
-    """VALID or INVALID with reasons (docs/METHOD.md step 7), plus notes that do not invalidate.
+def setting(settings, key):
+    """settings[key], or the default for a setting a job from an older controller lacks."""
+    value = settings.get(key)
+    return schema.DEFAULT_SETTINGS[key] if value is None else value
 
-    A conservative percentile without enough samples is a note: it is reported as null, so
-    nothing misleading is claimed; too few runs overall, CV over cv_max or truncation invalidate.
+
+def validity(timing, settings, extra_reasons=()):
+    """VALID or INVALID with reasons (docs/METHOD.md step 7), notes that do not invalidate, and
+    the figures the verdict rests on (p50_ci_ms, p50_ci_rel, drift).
+
+    The question is "can this p50 be trusted and compared?", not "is the distribution narrow?":
+    INVALID when the p50's 95% distribution-free interval is wider than p50_ci_max of the p50 on
+    either side, when the two halves of the window disagree by more than drift_max (warming,
+    throttling, background load), on too few runs or truncation, and, only where a suite sets
+    cv_max above 0, on a CV above it. A device with fast and slow phases but a steady p50 is
+    VALID. A percentile without enough samples is a note (reported as empty, never a number).
     """
     reasons = list(extra_reasons)
     summary = timing.get("summary") or {}
+    latencies = timing.get("latencies_ms") or []
     n = timing.get("runs") or 0
     if n < int(settings["runs"]):
         reasons.append("only %d runs measured, %d required" % (n, int(settings["runs"])))
+    p50 = summary.get("p50")
+    ci = stats.median_ci(sorted(latencies)) if latencies else None
+    ci_rel = None
+    ci_max = float(setting(settings, "p50_ci_max"))
+    if ci is None:
+        reasons.append("p50 interval not established with %d samples (at least 6 needed)"
+                       % len(latencies))
+    elif p50:
+        ci_rel = (ci[1] - ci[0]) / 2.0 / p50
+        if ci_rel > ci_max:
+            reasons.append("p50 uncertain: its 95%% interval %.4g-%.4g ms is +-%.2f%% of the p50, "
+                           "above p50_ci_max %.2f%% (measure longer, or quiet the device)"
+                           % (ci[0], ci[1], ci_rel * 100.0, ci_max * 100.0))
+    moved = stats.drift(latencies)
+    drift_max = float(setting(settings, "drift_max"))
+    if moved is not None and abs(moved) > drift_max:
+        reasons.append("drift %+.1f%%: the p50 of the second half of the window is %.1f%% %s "
+                       "than the first half's (drift_max %.1f%%: warming, throttling or "
+                       "background load)" % (moved * 100.0, abs(moved) * 100.0,
+                                             "higher" if moved > 0 else "lower",
+                                             drift_max * 100.0))
     cv = summary.get("cv")
-    if cv is not None and cv > float(settings["cv_max"]):
+    cv_max = float(settings.get("cv_max") or 0.0)
+    if cv_max > 0 and cv is not None and cv > cv_max:
         reasons.append("coefficient of variation %.2f%% above cv_max %.2f%%"
-                       % (cv * 100.0, float(settings["cv_max"]) * 100.0))
+                       % (cv * 100.0, cv_max * 100.0))
     if timing.get("truncated"):
         reasons.append("measurement truncated at max_duration_s=%g s before reaching its minimums"
                        % float(settings["max_duration_s"]))
     notes = ["conservative %s not established with %d samples" % (key, n)
              for key in stats.not_established(n)]
-    return {"status": "INVALID" if reasons else "VALID", "reasons": reasons, "notes": notes}
+    return {"status": "INVALID" if reasons else "VALID", "reasons": reasons, "notes": notes,
+            "p50_ci_ms": list(ci) if ci is not None else None, "p50_ci_rel": ci_rel,
+            "drift": moved}

@@ -50,14 +50,20 @@ DEFAULT_SETTINGS = {
     "max_duration_s": 600.0,
     "input_seed": 0,
     "input_pool": 4,
-    "cv_max": 0.025,
+    "cv_max": 0.0,          # 0: CV is a figure, not a verdict; a suite may set a bound
     "case_timeout_s": 1800.0,
+    "p50_ci_max": 0.01,     # INVALID when the p50's 95% interval half-width exceeds this share
+    "drift_max": 0.03,      # INVALID when the two halves' p50s differ by more than this share
 }
+# Settings added after results were first written: a result without them is still a result
+# (the agent reads the default where a job lacks one).
+LATER_SETTINGS = ("p50_ci_max", "drift_max")
 # The smallest value each setting may take, and whether the bound itself is allowed.
 SETTING_MINIMUMS = {
     "warmup_runs": (0, True), "warmup_min_s": (0.0, True), "runs": (1, True),
     "min_duration_s": (0.0, True), "max_duration_s": (0.0, False), "input_seed": (0, True),
-    "input_pool": (1, True), "cv_max": (0.0, False), "case_timeout_s": (0.0, False),
+    "input_pool": (1, True), "cv_max": (0.0, True), "case_timeout_s": (0.0, False),
+    "p50_ci_max": (0.0, False), "drift_max": (0.0, False),
 }
 # The largest (allowed): far past any real suite, near enough that a typo (1e9 s) is refused at
 # load instead of hanging a run or overflowing a sleep on the device.
@@ -65,6 +71,7 @@ SETTING_MAXIMUMS = {
     "warmup_runs": 1000000, "warmup_min_s": 3600.0, "runs": 1000000,
     "min_duration_s": 43200.0, "max_duration_s": 43200.0, "input_seed": 2 ** 32 - 1,
     "input_pool": 256, "cv_max": 100.0, "case_timeout_s": 86400.0,
+    "p50_ci_max": 1.0, "drift_max": 10.0,
 }
 # Cool-down numbers: (lowest, whether the lowest itself is allowed, highest allowed).
 COOLDOWN_LIMITS = {
@@ -230,7 +237,8 @@ def check_case(case, path="cases[0].", user_backends=()):
         sp = path + "settings."
         _unknown(problems, settings, sp, tuple(DEFAULT_SETTINGS))
         for key in DEFAULT_SETTINGS:
-            value = _check_type(problems, settings, sp, key, NUMBER)
+            value = _check_type(problems, settings, sp, key, NUMBER,
+                                required=key not in LATER_SETTINGS)
             low, inclusive = SETTING_MINIMUMS[key]
             message = value is not None and range_problem(value, low, SETTING_MAXIMUMS[key],
                                                           inclusive)
@@ -318,6 +326,10 @@ TIMING_FIELDS = (
     "load_s", "convert_s", "first_ms", "warmup_runs", "warmup_s", "runs", "measure_s", "truncated",
     "latencies_ms", "summary", "conservative",
 )
+# validity: the verdict, why, facts that do not invalidate, and the figures the verdict rests on
+# (the p50's 95% interval in ms and its half-width over the p50; the second half's p50 over the
+# first half's, minus 1). The figures are absent in results from before they existed.
+VALIDITY_FIELDS = ("status", "reasons", "notes", "p50_ci_ms", "p50_ci_rel", "drift")
 SUMMARY_FIELDS = ("n", "mean", "std", "cv", "min", "max", "throughput_ips") + tuple(
     percentile_key(p) for p in PERCENTILES)
 CONSERVATIVE_FIELDS = tuple(percentile_key(p) for p in sorted(CONSERVATIVE_MIN_SAMPLES))
@@ -380,8 +392,17 @@ def check_result(doc):
     if timing is not None:
         problems.extend(_check_timing(timing))
     if validity is not None:
-        _unknown(problems, validity, "validity.", ("status", "reasons", "notes"))
+        _unknown(problems, validity, "validity.", VALIDITY_FIELDS)
         _check_enum(problems, validity, "validity.", "status", VALIDITIES)
+        for key in ("p50_ci_rel", "drift"):
+            _check_type(problems, validity, "validity.", key, NUMBER, required=False,
+                        allow_none=True)
+        ci = _check_type(problems, validity, "validity.", "p50_ci_ms", list, required=False,
+                         allow_none=True)
+        if ci is not None and (len(ci) != 2 or not all(
+                isinstance(v, NUMBER) and not isinstance(v, bool) and math.isfinite(v)
+                for v in ci)):
+            _problem(problems, "validity.p50_ci_ms", "expected [low, high] in ms")
         for key in ("reasons", "notes"):
             items = _check_type(problems, validity, "validity.", key, list, required=key == "reasons")
             for i, r in enumerate(items or []):

@@ -90,6 +90,37 @@ def conservative(latencies_ms, _sorted=None):
     return out
 
 
+def median_ci(values, confidence=0.95):
+    """(low, high) of the distribution-free interval for the median of ascending `values`: the
+    order statistics at ranks n/2 -+ z*sqrt(n)/2 (the binomial's normal approximation, one rank
+    wider on each side), so that the true median lies inside with about `confidence` whatever
+    the distribution's shape. None when n is too small for any such pair (n < 6 at 95%).
+    """
+    n = len(values)
+    if n < 6:
+        return None
+    z = {0.95: 1.959963984540054, 0.99: 2.5758293035489004}.get(confidence, 1.959963984540054)
+    half = z * math.sqrt(n) / 2.0
+    lo = int(math.floor(n / 2.0 - half))          # 1-based rank, rounded outwards
+    hi = int(math.ceil(n / 2.0 + half)) + 1
+    if lo < 1 or hi > n:
+        return None
+    return values[lo - 1], values[hi - 1]
+
+
+def drift(latencies_ms):
+    """p50 of the second half of the window (in measurement order) over the first half's, minus 1;
+    None with fewer than 4 samples or a zero first half."""
+    n = len(latencies_ms)
+    if n < 4:
+        return None
+    first = percentile_sorted(sorted(latencies_ms[:n // 2]), 50)
+    second = percentile_sorted(sorted(latencies_ms[n // 2:]), 50)
+    if not first:
+        return None
+    return second / first - 1.0
+
+
 def describe(latencies_ms):
     """(summary, conservative) with a single sort: 1e6 samples sort once, not twice."""
     values = sorted(latencies_ms)

@@ -138,8 +138,22 @@ def _duration(seconds):
     return "%d h %02d min" % (seconds // 3600, seconds % 3600 // 60)
 
 
+# Settings that only judge a measurement (its verdict), not what is measured: they do not
+# identify a case, so tightening a bound keeps a case comparable with its history.
+VERDICT_ONLY_SETTINGS = ("p50_ci_max", "drift_max")
+LEGACY_CV_MAX = 0.025   # cv_max's default when case ids were first pinned (then always a verdict)
+
+
 def case_id(model_name, variant, runtime, settings):
-    """'c-' + 10 hex of sha256 over canonical JSON: equal inputs give equal ids on every device."""
+    """'c-' + 10 hex of sha256 over canonical JSON: equal inputs give equal ids on every device.
+
+    Ids never change between versions (history compares runs by them): settings added since
+    that only judge a result are left out, and cv_max 0 (the default now: CV is a figure, not a
+    verdict) is hashed as the default it replaced, so a suite's ids are the ones it always had.
+    """
+    settings = {k: v for k, v in settings.items() if k not in VERDICT_ONLY_SETTINGS}
+    if "cv_max" in settings and not settings["cv_max"]:
+        settings["cv_max"] = LEGACY_CV_MAX
     doc = {"model": model_name, "variant": variant, "runtime": runtime, "settings": settings}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return "c-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]

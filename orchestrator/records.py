@@ -63,6 +63,9 @@ class Validity(_Strict):
     status: Literal["VALID", "INVALID"]
     reasons: list[str]
     notes: list[str] = []   # facts that do not invalidate (a percentile not established)
+    p50_ci_ms: Optional[list[float]] = None   # the p50's 95% interval (order statistics)
+    p50_ci_rel: Optional[float] = None        # its half-width over the p50
+    drift: Optional[float] = None             # second half's p50 / first half's - 1
 
 
 class Result(_Strict):

@@ -22,7 +22,8 @@ CONSERVATIVE_COLUMNS = [key + "_cons_ms" for key in schema.CONSERVATIVE_FIELDS]
 COLUMNS = [
     "run_id", "device", "case_id", "label", "model", "variant", "model_sha256", "backend",
     "runtime_version", "delegate", "provider", "threads", "affinity", "precision", "status",
-    "substatus", "reason", "validity", "validity_reasons", "load_s", "convert_s", "first_ms",
+    "substatus", "reason", "validity", "validity_reasons", "p50_ci_low_ms", "p50_ci_high_ms",
+    "p50_ci_rel", "drift", "load_s", "convert_s", "first_ms",
     "warmup_runs", "runs", "measure_s", "truncated", "mean_ms", "std_ms", "cv", "min_ms",
 ] + PERCENTILE_COLUMNS + ["max_ms"] + CONSERVATIVE_COLUMNS + [
     "throughput_ips", "ops_total", "ops_delegated", "rss_after_load_kb", "rss_after_run_kb",
@@ -51,6 +52,10 @@ def flat_row(result) -> dict:
         "status": result.status, "substatus": result.substatus, "reason": result.reason,
         "validity": validity.status if validity else None,
         "validity_reasons": "; ".join(validity.reasons) or None if validity else None,
+        "p50_ci_low_ms": validity.p50_ci_ms[0] if validity and validity.p50_ci_ms else None,
+        "p50_ci_high_ms": validity.p50_ci_ms[1] if validity and validity.p50_ci_ms else None,
+        "p50_ci_rel": validity.p50_ci_rel if validity else None,
+        "drift": validity.drift if validity else None,
         "load_s": timing.load_s if timing else None,
         "convert_s": timing.convert_s if timing else None,
         "first_ms": timing.first_ms if timing else None,
@@ -70,7 +75,10 @@ def flat_row(result) -> dict:
     }
     for p in schema.PERCENTILES:
         key = schema.percentile_key(p)
-        row[key + "_ms"] = summary.get(key)
+        # A tail percentile too few samples establish is empty, never a number that looks
+        # trustworthy (docs/METHOD.md step 6); the p50 stands on any sample.
+        established = key not in cons or cons.get(key) is not None
+        row[key + "_ms"] = summary.get(key) if established else None
     for key in schema.CONSERVATIVE_FIELDS:
         row[key + "_cons_ms"] = cons.get(key)
     return row

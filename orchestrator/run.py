@@ -550,5 +550,22 @@ def render_summary(summary: RunSummary) -> str:
         report.render_text(header, body), "",
         "cells: p50 / p99 (99%-confidence upper bound; n/e = too few samples) / first, ms;"
         " * = INVALID (see comparison.md)",
-        "%d ok, %d skipped, %d failed -> %s" % (counts["ok"], counts["skipped"], counts["failed"],
-                                                 summary.run_dir)])
+        "%s, %d skipped, %d failed -> %s" % (verdict_counts(summary.results), counts["skipped"],
+                                              counts["failed"], summary.run_dir)])
+
+
+def verdict_counts(results) -> str:
+    """'6 measured: 5 VALID, 1 INVALID (drift +4.1%)': the ok results by verdict, with the
+    first words of the INVALID reasons (at most three kinds)."""
+    ok = [r for r in results if r.status == "ok"]
+    invalid = [r for r in ok if r.validity is not None and r.validity.status == "INVALID"]
+    text = "%d measured: %d VALID, %d INVALID" % (len(ok), len(ok) - len(invalid), len(invalid))
+    why = []
+    for r in invalid:
+        for reason in r.validity.reasons:
+            tag = escape.terminal(reason.split(":", 1)[0].strip()[:40])
+            if tag not in why:
+                why.append(tag)
+    if why:
+        text += " (%s%s)" % (", ".join(why[:3]), ", ..." if len(why) > 3 else "")
+    return text

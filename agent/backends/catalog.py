@@ -251,9 +251,20 @@ BACKENDS = (
         "synthetic", "agent.backends.synthetic", "SyntheticBackend", ("synthetic",),
         "busy-waits a set time per invoke: harness overhead and tests",
         options=(
-            Option("wait", "str", None, "spin (busy-wait, the default: no wake-up jitter) or "
-                   "sleep (idle: many simulated devices sharing a few cores, fan-out benchmarks)",
-                   choices=("spin", "sleep")),
+            Option("wait", "str", None, "spin (busy-wait until the time has passed, the "
+                   "default: no wake-up jitter), sleep (idle: many simulated devices sharing a "
+                   "few cores, fan-out benchmarks) or work (a fixed amount of computation "
+                   "calibrated at load to take synthetic_ms, so background load slows it as it "
+                   "slows real inference)", choices=("spin", "sleep", "work")),
+            Option("jitter", "number", None, "planted noise: each invoke waits synthetic_ms x "
+                   "(1 + jitter x E), E exponential (seeded by input_seed): a heavy tail of rare "
+                   "long invokes around a steady p50", minimum=0),
+            Option("drift", "number", None, "planted drift: the wait grows by this share of "
+                   "synthetic_ms per second since the first invoke (warming, throttling)",
+                   minimum=0),
+            Option("phases", "str", None, "planted fast and slow phases: 'MS:WEIGHT,MS:WEIGHT' "
+                   "(e.g. '5:0.7,6.6:0.3'), each invoke's wait drawn by weight (seeded); "
+                   "replaces synthetic_ms"),
             Option("test_crash", "bool", help="test hook: os.abort() in load"),
             Option("test_stdout", "str", help="test hook: text printed to fd 1 in load"),
             Option("test_raise", "str", choices=("bad_model", "error", "unavailable"),

@@ -26,7 +26,13 @@ class SyntheticBackend(Backend):
         ms = (case.get("model") or {}).get("synthetic_ms") or 0.0
         self._wait_s = float(ms) / 1000.0
         self._printed = False
-        self._sleep = self.options.get("wait") == "sleep"
+        self._mode = self.options.get("wait") or "spin"
+        self._per_s = None   # work mode: loop iterations per second, calibrated in load()
+        self._jitter = float(self.options.get("jitter") or 0.0)
+        self._drift = float(self.options.get("drift") or 0.0)
+        self._phases = _parse_phases(self.options.get("phases"))
+        self._rng = random.Random((case.get("settings") or {}).get("input_seed") or 0)
+        self._t0 = None
 
     def load(self):
         opts = self.options
@@ -43,18 +49,39 @@ class SyntheticBackend(Backend):
                                      hint="drop test_raise from the case options")
         if opts.get("test_raise") == "error":
             raise RuntimeError("synthetic test_raise: error requested")
+        if self._mode == "work":
+            self._per_s = _calibrate()
 
     def make_inputs(self, seed, count):
         rng = random.Random(seed)
         return [rng.randint(0, 255) for _ in range(count)]
 
+    def _wait(self):
+        """This invoke's wait in seconds, with the planted jitter, drift and phases."""
+        wait = self._wait_s
+        if self._phases:
+            pick = self._rng.random() * self._phases[-1][0]
+            wait = next(ms for bound, ms in self._phases if pick < bound) / 1000.0
+        if self._drift:
+            now = time.perf_counter()
+            if self._t0 is None:
+                self._t0 = now
+            wait *= 1.0 + self._drift * (now - self._t0)
+        if self._jitter:
+            wait *= 1.0 + self._jitter * self._rng.expovariate(1.0)
+        return wait
+
     def invoke(self, inputs):
-        if self._wait_s <= 0.0:
+        wait = self._wait()
+        if wait <= 0.0:
             return inputs
-        if self._sleep:
-            time.sleep(self._wait_s)
+        if self._mode == "sleep":
+            time.sleep(wait)
             return inputs
-        end = time.perf_counter() + self._wait_s
+        if self._mode == "work":
+            _work(int(wait * self._per_s))
+            return inputs
+        end = time.perf_counter() + wait
         while time.perf_counter() < end:
             pass
         return inputs
@@ -62,3 +89,45 @@ class SyntheticBackend(Backend):
     def describe(self):
         return {"version": AGENT_VERSION, "delegate": None, "provider": None,
                 "delegation": {"ops_total": None, "ops_delegated": None}}
+
+
+def _work(n):
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+
+def _calibrate():
+    """Iterations of _work per second on this device now (the fastest of three 20 ms tries)."""
+    n = 10000
+    while True:
+        t0 = time.perf_counter()
+        _work(n)
+        if time.perf_counter() - t0 >= 0.02 or n > 1 << 30:
+            break
+        n *= 2
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        _work(n)
+        best = max(best, n / max(time.perf_counter() - t0, 1e-9))
+    return best
+
+
+def _parse_phases(text):
+    """[(cumulative weight, ms), ...] from 'MS:WEIGHT,MS:WEIGHT'; None when not given."""
+    if not text:
+        return None
+    out, total = [], 0.0
+    for part in str(text).split(","):
+        try:
+            ms, weight = (float(x) for x in part.split(":"))
+        except ValueError:
+            raise BadModel("synthetic phases: %r is not MS:WEIGHT (write e.g. '5:0.7,6.6:0.3')"
+                           % part.strip())
+        if ms < 0 or weight <= 0:
+            raise BadModel("synthetic phases: %r needs ms >= 0 and a weight above 0" % part)
+        total += weight
+        out.append((total, ms))
+    return out

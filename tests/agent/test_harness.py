@@ -133,22 +133,68 @@ def test_float_seconds_clock_is_the_default_unit():
     assert t["runs"] == 20 and t["latencies_ms"] == [1000.0 * 2.0 ** -10] * 20
 
 
-def test_validity_flags_cv_and_notes_unestablished_percentiles():
+def _verdict(latency, runs=1000, **overrides):
     clock = FakeClock()
-    b = FakeBackend(clock, latency_ns=lambda i: (1 if i % 2 else 3) * MS)
-    t = run(b, clock, runs=200)["timing"]
+    t = run(FakeBackend(clock, latency_ns=latency), clock, runs=runs)["timing"]
+    return t, harness.validity(t, settings(runs=runs, **overrides))
+
+
+def test_a_steady_p50_is_valid_with_its_figures_and_unestablished_percentiles_noted():
+    t, v = _verdict(1 * MS, runs=100)
+    assert v == {"status": "VALID", "reasons": [], "p50_ci_ms": [1.0, 1.0], "p50_ci_rel": 0.0,
+                 "drift": 0.0,
+                 "notes": ["conservative p95 not established with 100 samples",
+                           "conservative p99 not established with 100 samples",
+                           "conservative p99_9 not established with 100 samples"]}
+
+
+def test_an_even_split_between_two_latencies_leaves_the_p50_uncertain():
+    t, v = _verdict(lambda i: (1 if i % 2 else 3) * MS, runs=200)
+    assert v["status"] == "INVALID" and len(v["reasons"]) == 1, v
+    assert v["reasons"][0].startswith("p50 uncertain: its 95% interval 1-3 ms is +-50.00%")
+    assert v["p50_ci_ms"] == [1.0, 3.0] and v["p50_ci_rel"] == 0.5
+    # with a cv_max set by the suite, CV becomes a verdict too; otherwise it is only a figure
     v = harness.validity(t, settings(runs=200, cv_max=0.025), ["throttled"])
-    assert v["status"] == "INVALID"
-    assert v["reasons"][0] == "throttled" and "coefficient of variation" in v["reasons"][1]
+    assert v["reasons"][0] == "throttled" and v["reasons"][1].startswith("p50 uncertain")
+    assert v["reasons"][2].startswith("coefficient of variation")
     assert v["notes"] == ["conservative p99 not established with 200 samples",
                           "conservative p99_9 not established with 200 samples"]
+
+
+def test_fast_and_slow_phases_with_a_steady_p50_are_valid_though_cv_is_high():
+    # the seed's app: mostly 5 ms with a slow 6.6 ms phase, three frames in ten
+    t, v = _verdict(lambda i: (6.6 if i % 10 in (3, 6, 9) else 5.0) * MS)
+    assert t["summary"]["cv"] > 0.1 and v["status"] == "VALID", v
+    assert v["p50_ci_rel"] == 0.0 and v["drift"] == 0.0
+
+
+def test_rare_outliers_do_not_invalidate_a_steady_p50():
+    t, v = _verdict(lambda i: (50.0 if i % 100 == 99 else 1.0) * MS)
+    assert t["summary"]["cv"] > 1.0 and v["status"] == "VALID", v
+
+
+def test_a_p50_that_rises_over_the_window_is_invalid_with_its_drift():
+    t, v = _verdict(lambda i: int((5.0 + 0.001 * i) * MS))   # +0.1 ms every 100 runs
+    assert v["status"] == "INVALID"
+    [reason] = [r for r in v["reasons"] if r.startswith("drift")]
+    assert 0.08 < v["drift"] < 0.11   # about 5.3 ms in the first half, 5.8 ms in the second
+    assert reason.startswith("drift +%.1f%%: the p50 of the second half" % (v["drift"] * 100))
+    assert "drift_max 3.0%" in reason
+    # a looser drift_max (a suite's choice) accepts it
+    assert not [r for r in harness.validity(t, settings(runs=1000, drift_max=0.1, p50_ci_max=0.1))
+                ["reasons"]]
+
+
+def test_too_few_samples_leave_the_p50_interval_unestablished():
+    t, v = _verdict(1 * MS, runs=5)
+    assert v["status"] == "INVALID" and v["p50_ci_ms"] is None
+    assert "p50 interval not established with 5 samples" in v["reasons"][0]
+
+
+def test_throughput_is_inferences_over_the_measured_wall_time():
     clock = FakeClock()
-    steady = run(FakeBackend(clock, 1 * MS), clock, runs=100)["timing"]
-    assert harness.validity(steady, settings(runs=100)) == {
-        "status": "VALID", "reasons": [],
-        "notes": ["conservative p95 not established with 100 samples",
-                  "conservative p99 not established with 100 samples",
-                  "conservative p99_9 not established with 100 samples"]}
+    t = run(FakeBackend(clock, latency_ns=1 * MS), clock, runs=100)["timing"]
+    assert t["summary"]["throughput_ips"] == pytest.approx(t["runs"] / t["measure_s"])
 
 
 def test_memory_fields_are_recorded():
