@@ -163,8 +163,12 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
         invoke, inputs, clock, scale, int(settings["runs"]), float(settings["min_duration_s"]),
         float(settings["max_duration_s"]), est, True)
 
+    extended_s = 0.0
+    if setting(settings, "until_stable") and not truncated:
+        raw, n, measure_s, truncated, extended_s = _until_stable(
+            invoke, inputs, clock, scale, settings, raw, n, measure_s, est)
     # Integer ns / 1e6 is the correctly rounded ms value: JSON gets short exact decimals.
-    latencies = [t / 1e6 for t in raw] if scale == 1e-9 else [t * scale * 1000.0 for t in raw]
+    latencies = _to_ms(raw, scale)
     del raw
     summary, cons = stats.describe(latencies)
     # Throughput is what the window achieved (inferences over its wall time), not 1000 / mean:
@@ -179,7 +183,36 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
         "warmup_runs": warm_n, "warmup_s": warm_s, "runs": n, "measure_s": measure_s,
         "truncated": truncated, "latencies_ms": latencies, "summary": summary, "conservative": cons,
     }
-    return {"timing": timing, "memory": memory}
+    return {"timing": timing, "memory": memory, "extended_s": extended_s}
+
+
+def _to_ms(raw, scale):
+    return [t / 1e6 for t in raw] if scale == 1e-9 else [t * scale * 1000.0 for t in raw]
+
+
+def _until_stable(invoke, inputs, clock, scale, settings, raw, n, measure_s, est):
+    """`until_stable: true`: past the minimums, measure on in steps (a tenth of what was measured,
+    at least a second) until the p50's 95% interval is within p50_ci_max, or max_duration_s is
+    reached (then the verdict says the p50 is uncertain). The checks between steps are not
+    timed. Returns (raw, n, measure_s, truncated, seconds added)."""
+    limit = float(settings["max_duration_s"])
+    ci_max = float(setting(settings, "p50_ci_max"))
+    added = 0.0
+    while True:
+        values = sorted(_to_ms(raw, scale))
+        ci = stats.median_ci(values)
+        p50 = stats.percentile_sorted(values, 50)
+        if ci is not None and p50 and (ci[1] - ci[0]) / 2.0 / p50 <= ci_max:
+            return raw, n, measure_s, False, added
+        left = limit - measure_s
+        if left <= 0:
+            return raw, n, measure_s, False, added
+        step = min(left, max(1.0, 0.1 * measure_s))
+        more, more_n, more_s, _ = _loop(invoke, inputs, clock, scale, 1, step, left, est, True)
+        raw = raw + more
+        n += more_n
+        measure_s += more_s
+        added += more_s
 
 
 def setting(settings, key):

@@ -54,10 +54,12 @@ DEFAULT_SETTINGS = {
     "case_timeout_s": 1800.0,
     "p50_ci_max": 0.01,     # INVALID when the p50's 95% interval half-width exceeds this share
     "drift_max": 0.03,      # INVALID when the two halves' p50s differ by more than this share
+    "until_stable": False,  # keep measuring, up to max_duration_s, until the p50 is within p50_ci_max
 }
+BOOL_SETTINGS = ("until_stable",)
 # Settings added after results were first written: a result without them is still a result
 # (the agent reads the default where a job lacks one).
-LATER_SETTINGS = ("p50_ci_max", "drift_max")
+LATER_SETTINGS = ("p50_ci_max", "drift_max", "until_stable")
 # The smallest value each setting may take, and whether the bound itself is allowed.
 SETTING_MINIMUMS = {
     "warmup_runs": (0, True), "warmup_min_s": (0.0, True), "runs": (1, True),
@@ -237,6 +239,9 @@ def check_case(case, path="cases[0].", user_backends=()):
         sp = path + "settings."
         _unknown(problems, settings, sp, tuple(DEFAULT_SETTINGS))
         for key in DEFAULT_SETTINGS:
+            if key in BOOL_SETTINGS:
+                _check_type(problems, settings, sp, key, bool, required=key not in LATER_SETTINGS)
+                continue
             value = _check_type(problems, settings, sp, key, NUMBER,
                                 required=key not in LATER_SETTINGS)
             low, inclusive = SETTING_MINIMUMS[key]

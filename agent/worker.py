@@ -49,12 +49,54 @@ def readiness(root="/"):
         "governor": fsutil.read_text(os.path.join(cpu, "cpu0/cpufreq/scaling_governor")),
         "isolcpus": fsutil.read_text(os.path.join(cpu, "isolated")),
         "loadavg": load.split()[:3] if load else None,
+        "cores": os.cpu_count(),
+        "cur_freq_khz": _cur_freqs(cpu),
         "temps_c": thermal_temps(root),
         # Jetson numbers mean nothing without the power mode and clocks; a Pi's throttle flags
         # say whether it slowed itself down. Both None on other devices.
         "jetson": probe_hw.jetson_info(root),
         "raspberry_pi": probe_hw.raspberry_pi(root),
     }
+
+
+def _cur_freqs(cpu_dir):
+    """{cpuN: scaling_cur_freq kHz} of every core that reports one (empty without cpufreq)."""
+    out = {}
+    try:
+        names = sorted(n for n in os.listdir(cpu_dir) if n.startswith("cpu") and n[3:].isdigit())
+    except OSError:
+        return out
+    for name in names:
+        text = fsutil.read_text(os.path.join(cpu_dir, name, "cpufreq/scaling_cur_freq"))
+        if text and text.strip().isdigit():
+            out[name] = int(text.strip())
+    return out
+
+
+def readiness_warnings(before, after):
+    """Notes, never verdicts (docs/METHOD.md step 7): a load average above the core count at the
+    start, a governor other than performance, a CPU frequency that changed during the case."""
+    notes = []
+    before, after = before or {}, after or {}
+    load, cores = before.get("loadavg"), before.get("cores")
+    try:
+        one = float(load[0]) if load else None
+    except (TypeError, ValueError):
+        one = None
+    if one is not None and cores and one > cores:
+        notes.append("warning: load average %.2f at the start, above the %d cores (background "
+                     "load?)" % (one, cores))
+    governor = before.get("governor")
+    if governor and governor != "performance":
+        notes.append("warning: CPU governor %s, not performance: the clock may change under the "
+                     "case" % governor)
+    old, new = before.get("cur_freq_khz") or {}, after.get("cur_freq_khz") or {}
+    moved = ["%s %d->%d MHz" % (c, old[c] // 1000, new[c] // 1000) for c in sorted(old)
+             if c in new and old[c] and abs(new[c] - old[c]) > 0.05 * old[c]]
+    if moved:
+        notes.append("warning: CPU frequency changed during the case: %s%s"
+                     % (", ".join(moved[:4]), ", ..." if len(moved) > 4 else ""))
+    return notes
 
 
 def throttle_reasons(before, after):
@@ -257,6 +299,12 @@ def _measure(job_path, job, case, doc, out_dir=None):
     # A backend may invalidate its own run (e.g. delegate fallback under require_full_delegation).
     extra.extend(facts.get("validity_reasons") or [])
     doc["validity"] = harness.validity(doc["timing"], case["settings"], extra)
+    doc["validity"].setdefault("notes", []).extend(
+        readiness_warnings(env["readiness"], env["readiness_after"]))
+    if measured.get("extended_s"):
+        doc["validity"]["notes"].append(
+            "until_stable: measured %.1f s more than the minimums for a steady p50"
+            % measured["extended_s"])
     for name, why in sorted((env.get("artifacts_refused") or {}).items()):
         doc["validity"].setdefault("notes", []).append("kept file %s not kept: %s" % (name, why))
 

@@ -55,8 +55,10 @@ class _Settings(_Strict):
 def _setting_field(name):
     """An optional pydantic field of DEFAULT_SETTINGS[name]'s type, from its SETTING_MINIMUMS
     to its SETTING_MAXIMUMS bound."""
-    low, inclusive = SETTING_MINIMUMS[name]
     kind = type(DEFAULT_SETTINGS[name])
+    if kind is bool:
+        return (Optional[bool], None)
+    low, inclusive = SETTING_MINIMUMS[name]
     return (Optional[bounded(kind, low, SETTING_MAXIMUMS[name], inclusive)], None)
 
 

@@ -218,3 +218,30 @@ def test_affinity_applied_or_reason_recorded():
         assert harness.apply_affinity(None)["reason"] == "not requested"
     finally:
         os.sched_setaffinity(0, before)
+
+
+def test_until_stable_measures_on_until_the_p50_is_tight_and_stops_at_max_duration():
+    # alternating 1 and 3 ms, then from the 600th invoke on only 1 ms: the interval tightens
+    clock = FakeClock()
+    b = FakeBackend(clock, latency_ns=lambda i: (3 if i % 2 and i < 600 else 1) * MS)
+    out = harness.run_measurement(b, settings(runs=200, warmup_runs=0, until_stable=True,
+                                              max_duration_s=60.0),
+                                  clock=clock, clock_scale=1e-9)
+    t = out["timing"]
+    assert t["runs"] > 200 and out["extended_s"] > 0
+    v = harness.validity(t, settings(runs=200, drift_max=10.0))
+    assert v["p50_ci_rel"] <= 0.01 and v["status"] == "VALID", v
+    # never past max_duration_s: an interval that cannot tighten ends uncertain, not truncated
+    clock = FakeClock()
+    b = FakeBackend(clock, latency_ns=lambda i: (1 if i % 2 else 3) * MS)
+    out = harness.run_measurement(b, settings(runs=100, warmup_runs=0, until_stable=True,
+                                              max_duration_s=3.0),
+                                  clock=clock, clock_scale=1e-9)
+    t = out["timing"]
+    assert 3.0 <= t["measure_s"] < 3.2 and not t["truncated"]
+    assert harness.validity(t, settings(runs=100))["reasons"][0].startswith("p50 uncertain")
+    # off (the default): the minimums and no more
+    clock = FakeClock()
+    out = harness.run_measurement(FakeBackend(clock, latency_ns=lambda i: (1 if i % 2 else 3) * MS),
+                                  settings(runs=100, warmup_runs=0), clock=clock, clock_scale=1e-9)
+    assert out["timing"]["runs"] == 100 and out["extended_s"] == 0.0

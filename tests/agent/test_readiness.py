@@ -44,3 +44,36 @@ def test_throttling_during_the_run_is_an_invalid_reason():
     assert reasons == ["throttling active after the run: freq-capped",
                        "throttle counters changed during the run: freq-capped"]
     assert worker.throttle_reasons({}, {}) == []   # not a Pi: nothing to say
+
+
+def _write(root, rel, text):
+    import os
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_busy_start_governor_and_a_clock_change_are_warnings_not_verdicts(tmp_path):
+    import os
+    root = str(tmp_path)
+    cores = os.cpu_count()
+    _write(root, "proc/loadavg", "%d.50 1.00 0.50 3/200 1234\n" % (cores + 1))
+    _write(root, "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "ondemand\n")
+    _write(root, "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq", "1500000\n")
+    _write(root, "sys/devices/system/cpu/cpu1/cpufreq/scaling_cur_freq", "1500000\n")
+    before = worker.readiness(root)
+    assert before["cur_freq_khz"] == {"cpu0": 1500000, "cpu1": 1500000}
+    _write(root, "sys/devices/system/cpu/cpu1/cpufreq/scaling_cur_freq", "600000\n")  # throttled
+    after = worker.readiness(root)
+    notes = worker.readiness_warnings(before, after)
+    assert notes == [
+        "warning: load average %d.50 at the start, above the %d cores (background load?)"
+        % (cores + 1, cores),
+        "warning: CPU governor ondemand, not performance: the clock may change under the case",
+        "warning: CPU frequency changed during the case: cpu1 1500->600 MHz"]
+    # a quiet device with the performance governor and steady clocks: nothing to say
+    _write(root, "proc/loadavg", "0.10 0.10 0.10 1/200 1234\n")
+    _write(root, "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "performance\n")
+    steady = worker.readiness(root)
+    assert worker.readiness_warnings(steady, steady) == []
