@@ -26,13 +26,25 @@ def default_clock():
     return time.perf_counter, 1.0
 
 
-def _timed_chunk(invoke, inputs, phase, count, clock, buf):
-    """Run `count` invokes, inputs rotated from `phase`; buf[i] = raw ticks of invoke i."""
+def _timed_chunk(invoke, inputs, phase, count, clock, buf, stage=None, sbuf=None):
+    """Run `count` invokes, inputs rotated from `phase`; buf[i] = raw ticks of invoke i.
+
+    With `stage` (a backend that splits staging from execute), `invoke` is its execute(): each
+    input is staged before the first clock read, and sbuf[i] gets the staging's own ticks."""
     seq = itertools.islice(itertools.cycle(inputs[phase:] + inputs[:phase]), count)
+    if stage is None:
+        for i, x in enumerate(seq):
+            t0 = clock()
+            invoke(x)
+            buf[i] = clock() - t0
+        return
     for i, x in enumerate(seq):
+        s0 = clock()
+        stage(x)
         t0 = clock()
-        invoke(x)
+        invoke()
         buf[i] = clock() - t0
+        sbuf[i] = t0 - s0
 
 
 def _chunk_size(done, need_runs, elapsed, need_ticks, max_ticks, chunk_ticks, tick_est):
@@ -46,10 +58,12 @@ def _chunk_size(done, need_runs, elapsed, need_ticks, max_ticks, chunk_ticks, ti
     return min(want, cap)
 
 
-def _loop(invoke, inputs, clock, scale, min_runs, min_s, max_s, tick_est, keep):
+def _loop(invoke, inputs, clock, scale, min_runs, min_s, max_s, tick_est, keep, stage=None,
+          staged=None):
     """Invoke until >= min_runs and >= min_s elapsed, stopping once max_s is passed.
 
-    Returns (raw ticks per invoke or None, count, elapsed seconds, truncated).
+    Returns (raw ticks per invoke or None, count, elapsed seconds, truncated). With `stage`
+    (see _timed_chunk) and `staged` a list, the staging ticks of every invoke are appended to it.
     """
     need_ticks = min_s / scale
     max_ticks = max_s / scale if max_s is not None else float("inf")
@@ -65,7 +79,10 @@ def _loop(invoke, inputs, clock, scale, min_runs, min_s, max_s, tick_est, keep):
             break
         n = _chunk_size(done, min_runs, elapsed, need_ticks, max_ticks, chunk_ticks, tick_est)
         buf = [0] * n
-        _timed_chunk(invoke, inputs, done % len(inputs), n, clock, buf)
+        sbuf = [0] * n if stage is not None else None
+        _timed_chunk(invoke, inputs, done % len(inputs), n, clock, buf, stage, sbuf)
+        if staged is not None and sbuf is not None:
+            staged.extend(sbuf)
         elapsed = clock() - start
         done += n
         # Estimate from the whole loop (overhead included) so chunks are sized in wall time.
@@ -147,6 +164,13 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
     # Inputs exist before any timed invoke: generating them must never count as latency.
     inputs = list(backend.make_inputs(int(settings["input_seed"]), max(1, int(settings["input_pool"]))))
     invoke = backend.invoke
+    # The timed region (docs/METHOD.md step 5): execute alone where the backend stages apart,
+    # staging then reported as stage_ms; staging and execute together when end_to_end is set.
+    split = bool(getattr(backend, "splits_staging", False))
+    timed = "invoke" if not split else ("end_to_end" if setting(settings, "end_to_end")
+                                        else "execute")
+    stage = backend.stage if timed == "execute" else None
+    run = backend.execute if timed == "execute" else invoke
 
     t0 = clock()
     invoke(inputs[0])
@@ -155,18 +179,20 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
 
     # Garbage from load() collected now rather than as a pause inside the measured window.
     gc.collect()
-    _, warm_n, warm_s, _ = _loop(invoke, inputs, clock, scale, int(settings["warmup_runs"]),
-                                 float(settings["warmup_min_s"]), None, max(first_ticks, 1), False)
+    _, warm_n, warm_s, _ = _loop(run, inputs, clock, scale, int(settings["warmup_runs"]),
+                                 float(settings["warmup_min_s"]), None, max(first_ticks, 1), False,
+                                 stage)
     gc.collect()
     est = (warm_s / scale / warm_n) if warm_n else max(first_ticks, 1)
+    staged = [] if stage is not None else None
     raw, n, measure_s, truncated = _loop(
-        invoke, inputs, clock, scale, int(settings["runs"]), float(settings["min_duration_s"]),
-        float(settings["max_duration_s"]), est, True)
+        run, inputs, clock, scale, int(settings["runs"]), float(settings["min_duration_s"]),
+        float(settings["max_duration_s"]), est, True, stage, staged)
 
     extended_s = 0.0
     if setting(settings, "until_stable") and not truncated:
         raw, n, measure_s, truncated, extended_s = _until_stable(
-            invoke, inputs, clock, scale, settings, raw, n, measure_s, est)
+            run, inputs, clock, scale, settings, raw, n, measure_s, est, stage, staged)
     # Integer ns / 1e6 is the correctly rounded ms value: JSON gets short exact decimals.
     latencies = _to_ms(raw, scale)
     del raw
@@ -182,6 +208,8 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
         "load_s": load_s, "convert_s": convert_s, "first_ms": first_ms,
         "warmup_runs": warm_n, "warmup_s": warm_s, "runs": n, "measure_s": measure_s,
         "truncated": truncated, "latencies_ms": latencies, "summary": summary, "conservative": cons,
+        "timed": timed,
+        "stage_ms": stats.percentile_sorted(sorted(_to_ms(staged, scale)), 50) if staged else None,
     }
     return {"timing": timing, "memory": memory, "extended_s": extended_s}
 
@@ -190,7 +218,8 @@ def _to_ms(raw, scale):
     return [t / 1e6 for t in raw] if scale == 1e-9 else [t * scale * 1000.0 for t in raw]
 
 
-def _until_stable(invoke, inputs, clock, scale, settings, raw, n, measure_s, est):
+def _until_stable(invoke, inputs, clock, scale, settings, raw, n, measure_s, est, stage=None,
+                  staged=None):
     """`until_stable: true`: past the minimums, measure on in steps (a tenth of what was measured,
     at least a second) until the p50's 95% interval is within p50_ci_max, or max_duration_s is
     reached (then the verdict says the p50 is uncertain). The checks between steps are not
@@ -208,7 +237,8 @@ def _until_stable(invoke, inputs, clock, scale, settings, raw, n, measure_s, est
         if left <= 0:
             return raw, n, measure_s, False, added
         step = min(left, max(1.0, 0.1 * measure_s))
-        more, more_n, more_s, _ = _loop(invoke, inputs, clock, scale, 1, step, left, est, True)
+        more, more_n, more_s, _ = _loop(invoke, inputs, clock, scale, 1, step, left, est, True,
+                                        stage, staged)
         raw = raw + more
         n += more_n
         measure_s += more_s

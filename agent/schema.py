@@ -55,11 +55,12 @@ DEFAULT_SETTINGS = {
     "p50_ci_max": 0.01,     # INVALID when the p50's 95% interval half-width exceeds this share
     "drift_max": 0.03,      # INVALID when the two halves' p50s differ by more than this share
     "until_stable": False,  # keep measuring, up to max_duration_s, until the p50 is within p50_ci_max
+    "end_to_end": False,    # time staging the input + execute together (default: execute alone)
 }
-BOOL_SETTINGS = ("until_stable",)
+BOOL_SETTINGS = ("until_stable", "end_to_end")
 # Settings added after results were first written: a result without them is still a result
 # (the agent reads the default where a job lacks one).
-LATER_SETTINGS = ("p50_ci_max", "drift_max", "until_stable")
+LATER_SETTINGS = ("p50_ci_max", "drift_max", "until_stable", "end_to_end")
 # The smallest value each setting may take, and whether the bound itself is allowed.
 SETTING_MINIMUMS = {
     "warmup_runs": (0, True), "warmup_min_s": (0.0, True), "runs": (1, True),
@@ -329,8 +330,12 @@ RESULT_FIELDS = (
 )
 TIMING_FIELDS = (
     "load_s", "convert_s", "first_ms", "warmup_runs", "warmup_s", "runs", "measure_s", "truncated",
-    "latencies_ms", "summary", "conservative",
+    "latencies_ms", "summary", "conservative", "timed", "stage_ms",
 )
+# timing.timed: what each latency covers. execute: the runtime's execute call alone, the input
+# staged before the first clock read (stage_ms: the p50 of staging, apart); end_to_end: staging
+# and execute together; invoke: the backend's one call (a backend that does not split them).
+TIMED_REGIONS = ("execute", "end_to_end", "invoke")
 # validity: the verdict, why, facts that do not invalidate, and the figures the verdict rests on
 # (the p50's 95% interval in ms and its half-width over the p50; the second half's p50 over the
 # first half's, minus 1). The figures are absent in results from before they existed.
@@ -427,6 +432,11 @@ def _check_timing(timing):
     for key in ("warmup_runs", "runs"):
         _check_type(problems, timing, p, key, int)
     _check_type(problems, timing, p, "truncated", bool)
+    if timing.get("timed") is not None:
+        _check_enum(problems, timing, p, "timed", TIMED_REGIONS)
+    stage = _check_type(problems, timing, p, "stage_ms", NUMBER, required=False, allow_none=True)
+    if stage is not None and stage < 0:
+        _problem(problems, p + "stage_ms", "must not be negative")
     lat = _check_type(problems, timing, p, "latencies_ms", list)
     if lat is not None:
         for i, v in enumerate(lat):

@@ -43,6 +43,8 @@ class Timing(_Strict):
     latencies_ms: list[Number]
     summary: Summary
     conservative: Conservative
+    timed: Optional[Literal[schema.TIMED_REGIONS]] = None   # absent in older results
+    stage_ms: Number | None = Field(default=None, ge=0)
 
     @field_validator("latencies_ms")
     @classmethod

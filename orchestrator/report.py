@@ -24,7 +24,7 @@ COLUMNS = [
     "runtime_version", "delegate", "provider", "threads", "affinity", "precision", "status",
     "substatus", "reason", "validity", "validity_reasons", "p50_ci_low_ms", "p50_ci_high_ms",
     "p50_ci_rel", "drift", "load_s", "convert_s", "first_ms",
-    "warmup_runs", "runs", "measure_s", "truncated", "mean_ms", "std_ms", "cv", "min_ms",
+    "warmup_runs", "runs", "measure_s", "truncated", "timed", "stage_ms", "mean_ms", "std_ms", "cv", "min_ms",
 ] + PERCENTILE_COLUMNS + ["max_ms"] + CONSERVATIVE_COLUMNS + [
     "throughput_ips", "ops_total", "ops_delegated", "rss_after_load_kb", "rss_after_run_kb",
     "cooldown_waited_s", "agent_version", "started_at", "finished_at",
@@ -63,6 +63,8 @@ def flat_row(result) -> dict:
         "runs": timing.runs if timing else None,
         "measure_s": timing.measure_s if timing else None,
         "truncated": timing.truncated if timing else None,
+        "timed": timing.timed if timing else None,
+        "stage_ms": timing.stage_ms if timing else None,
         "mean_ms": summary.get("mean"), "std_ms": summary.get("std"), "cv": summary.get("cv"),
         "min_ms": summary.get("min"), "max_ms": summary.get("max"),
         "throughput_ips": summary.get("throughput_ips"),

@@ -67,6 +67,19 @@ class Backend(object):
         """One synchronous inference. Must return only when the result is ready."""
         raise NotImplementedError
 
+    # A backend that can stage an input apart from running it sets splits_staging and
+    # implements both: the harness then times execute() alone (docs/METHOD.md step 5) and
+    # reports staging apart as stage_ms, unless the suite asks for end_to_end.
+    splits_staging = False
+
+    def stage(self, inputs):
+        """Put `inputs` where the next execute() reads them (set_tensor, a buffer write)."""
+        raise NotImplementedError
+
+    def execute(self):
+        """Run on the staged inputs; return only when the result is ready."""
+        raise NotImplementedError
+
     def describe(self):
         """Facts for the result: {'version': str, 'delegate': str|None, 'provider': str|None,
         'delegation': {'ops_total': int|None, 'ops_delegated': int|None}, ...}."""

@@ -251,11 +251,19 @@ class LiteRTBackend(Backend):
         return [[_random_array(rng, tuple(d["shape"]), np.dtype(d["dtype"])) for d in self._inputs]
                 for _ in range(count)]
 
+    splits_staging = True
+
     def invoke(self, inputs):
-        # Synchronous on every accelerator: run_by_index is LiteRT's non-async Run, which waits
-        # on the output buffers' events before it returns (litert/runtime/compiled_model.cc).
+        self.stage(inputs)
+        self.execute()
+
+    def stage(self, inputs):
         for write, array in zip(self._writes, inputs):
             write(array)
+
+    def execute(self):
+        # Synchronous on every accelerator: run_by_index is LiteRT's non-async Run, which waits
+        # on the output buffers' events before it returns (litert/runtime/compiled_model.cc).
         self._run(0, self._in, self._out)
 
     def read_outputs(self):

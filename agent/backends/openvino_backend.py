@@ -148,9 +148,17 @@ class OpenVINOBackend(Backend):
             pool.append(tensors)
         return pool
 
+    splits_staging = True
+
     def invoke(self, inputs):
+        self.stage(inputs)
+        self.execute()
+
+    def stage(self, inputs):
         for index, tensor in enumerate(inputs):
             self._set_input(index, tensor)
+
+    def execute(self):
         self._infer()
 
     def _property(self, name):

@@ -159,11 +159,19 @@ class TFLiteBackend(Backend):
             pool.append(arrays)
         return pool
 
+    splits_staging = True
+
     def invoke(self, inputs):
-        # Interpreter.invoke() is synchronous on CPU and XNNPACK: outputs are ready on return.
+        self.stage(inputs)
+        self.execute()
+
+    def stage(self, inputs):
         set_tensor = self._set_tensor
         for index, array in zip(self._input_indices, inputs):
             set_tensor(index, array)
+
+    def execute(self):
+        # Interpreter.invoke() is synchronous on CPU and XNNPACK: outputs are ready on return.
         self._invoke()
 
     def describe(self):

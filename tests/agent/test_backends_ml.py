@@ -144,3 +144,19 @@ def test_tensorflow_sets_threads_in_a_fresh_process(tiny_models):
 def test_tensorflow_refuses_a_folder_that_is_not_a_savedmodel(tmp_path):
     with pytest.raises(BadModel, match="not a loadable SavedModel"):
         TensorFlowBackend(case("tensorflow"), str(tmp_path)).load()
+
+
+def test_tflite_times_invoke_alone_and_reports_set_tensor_as_stage_ms(tiny_models):
+    settings = dict(case("tflite", 1, {})["settings"], runs=30, warmup_runs=3,
+                    min_duration_s=0.0)
+    for end_to_end, timed in ((False, "execute"), (True, "end_to_end")):
+        backend = TFLiteBackend(case("tflite", 1, {}), str(tiny_models["tflite-fp32"].local_path))
+        try:
+            t = harness.run_measurement(backend, dict(settings, end_to_end=end_to_end))["timing"]
+        finally:
+            backend.close()
+        assert t["timed"] == timed and t["runs"] == 30
+        if end_to_end:
+            assert t["stage_ms"] is None
+        else:
+            assert t["stage_ms"] > 0   # set_tensor of a 96x96x3 input, outside every latency

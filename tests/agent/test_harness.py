@@ -245,3 +245,41 @@ def test_until_stable_measures_on_until_the_p50_is_tight_and_stops_at_max_durati
     out = harness.run_measurement(FakeBackend(clock, latency_ns=lambda i: (1 if i % 2 else 3) * MS),
                                   settings(runs=100, warmup_runs=0), clock=clock, clock_scale=1e-9)
     assert out["timing"]["runs"] == 100 and out["extended_s"] == 0.0
+
+
+class SplitBackend(FakeBackend):
+    """Stages an input in stage_ns, then executes in latency_ns (as TFLite's set_tensor, invoke)."""
+
+    splits_staging = True
+
+    def __init__(self, clock, stage_ns, **kw):
+        FakeBackend.__init__(self, clock, **kw)
+        self.stage_ns, self.staged = stage_ns, None
+
+    def stage(self, x):
+        self.clock.now += self.stage_ns
+        self.staged = x
+
+    def execute(self):
+        FakeBackend.invoke(self, self.staged)
+
+    def invoke(self, x):
+        self.stage(x)
+        self.execute()
+
+
+def test_the_timed_region_is_execute_with_staging_reported_apart():
+    clock = FakeClock()
+    t = run(SplitBackend(clock, stage_ns=MS // 2, latency_ns=2 * MS), clock, runs=50)["timing"]
+    assert t["timed"] == "execute" and t["stage_ms"] == 0.5
+    assert set(t["latencies_ms"]) == {2.0}          # staging is not in any latency
+    # end_to_end: staging and execute timed together, nothing reported apart
+    clock = FakeClock()
+    t = run(SplitBackend(clock, stage_ns=MS // 2, latency_ns=2 * MS), clock, runs=50,
+            end_to_end=True)["timing"]
+    assert t["timed"] == "end_to_end" and t["stage_ms"] is None
+    assert set(t["latencies_ms"]) == {2.5}
+    # a backend with one call: that call is timed, and the result says so
+    clock = FakeClock()
+    t = run(FakeBackend(clock, latency_ns=2 * MS), clock, runs=50)["timing"]
+    assert (t["timed"], t["stage_ms"]) == ("invoke", None)

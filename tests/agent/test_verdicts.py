@@ -63,30 +63,38 @@ def test_a_cpu_hog_started_halfway_is_invalid(workdir):
         pytest.skip("needs sched_setaffinity (Linux)")
     core = sorted(os.sched_getaffinity(0))[0]
     case = synthetic_case("c-hog", ms=10.0, options={"wait": "work"}, runs=100,
-                          min_duration_s=3.0, max_duration_s=30.0, warmup_runs=5)
+                          min_duration_s=4.0, max_duration_s=30.0, warmup_runs=5)
     case["runtime"]["affinity"] = [core]
     job_path, out = workdir(make_job([case]))
-    env = dict(os.environ, PYTHONPATH=REPO)
-    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", job_path, "--out", out],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    hogs = []
+    # Two hogs, both pinned (the scheduler moves unpinned neighbours off the core, not these),
+    # started first and held on their stdin once ready, so that on a loaded machine an
+    # interpreter's start-up does not decide when they begin.
+    hog_code = ("import os, sys\nos.sched_setaffinity(0, {%d})\nprint('ready', flush=True)\n"
+                "sys.stdin.read(1)\nwhile True: pass" % core)
+    hogs = [subprocess.Popen([sys.executable, "-c", hog_code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE) for _ in range(2)]
+    agent = None
     try:
+        for hog in hogs:
+            assert hog.stdout.readline() == b"ready\n"
+        env = dict(os.environ, PYTHONPATH=REPO)
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", job_path, "--out", out],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 30
         while time.time() < deadline and not (
                 os.path.exists(os.path.join(out, "events.jsonl")) and
                 any(e["event"] == "case_start" for e in read_events(out))):
             time.sleep(0.02)
-        time.sleep(1.6)   # load, warm-up and the first half of the 3 s window
-        # Two, both pinned: the scheduler moves unpinned neighbours off the core, not these.
-        hogs = [subprocess.Popen([sys.executable, "-c",
-                                  "import os\nos.sched_setaffinity(0, {%d})\nwhile True: pass"
-                                  % core]) for _ in range(2)]
+        time.sleep(2.2)   # load, warm-up and the first half of the 4 s window
+        for hog in hogs:
+            hog.stdin.write(b"x")
+            hog.stdin.flush()
         assert agent.wait(timeout=60) == 0
     finally:
         for hog in hogs:
             hog.kill()
             hog.wait()
-        if agent.poll() is None:
+        if agent is not None and agent.poll() is None:
             agent.kill()
     doc = fsutil.read_json(os.path.join(out, "c-hog.json"))
     v = doc["validity"]
