@@ -207,4 +207,27 @@ def render_markdown(header: list[str], body: list[list[str]], rows: list[dict], 
                 what, why = "ok", r.get("reason")
             out.append("- %s, %s: %s: %s" % (md(r["device"]), md(r.get("label") or r["case_id"]),
                                              md(what), md(why)))
+    figures = [r for r in rows if r.get("status") == "ok"]
+    if figures:
+        out += ["", "## Figures", "",
+                "What each verdict rests on: the p50's 95% interval (+-, of the p50), the drift "
+                "between the halves of the window, and the CV (a figure, not a verdict unless the "
+                "suite sets cv_max).", ""]
+        for r in figures:
+            out.append("- %s, %s: %s" % (md(r["device"]), md(r.get("label") or r["case_id"]),
+                                         md(figure_text(r))))
     return "\n".join(out) + "\n"
+
+
+def figure_text(row: dict) -> str:
+    """'p50 +-0.41%, drift +0.3%, CV 1.8%' (a figure the result lacks is left out)."""
+    parts = []
+    if isinstance(row.get("p50_ci_rel"), (int, float)):
+        parts.append("p50 +-%.2f%%" % (row["p50_ci_rel"] * 100.0))
+    if isinstance(row.get("drift"), (int, float)):
+        parts.append("drift %+.1f%%" % (row["drift"] * 100.0))
+    if isinstance(row.get("cv"), (int, float)):
+        parts.append("CV %.1f%%" % (row["cv"] * 100.0))
+    if isinstance(row.get("stage_ms"), (int, float)):
+        parts.append("staging %.3g ms apart" % row["stage_ms"])
+    return ", ".join(parts) or "no figures"

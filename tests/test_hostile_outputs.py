@@ -203,9 +203,11 @@ def test_comparison_md_table_cannot_be_broken_or_extended(hostile_run):
     assert len(table) == 2 + len(job["cases"])
     assert all(len(re.findall(r"(?<!\\)\|", l)) == 3 for l in table), table  # case + box
     assert [l for l in lines if l.startswith("#")] == ["# benchfleet run %s" % summary.run_id,
-                                                        "## Notes"]
-    notes = lines[lines.index("## Notes") + 2:]
+                                                        "## Notes", "## Figures"]
+    notes = lines[lines.index("## Notes") + 2:lines.index("## Figures") - 1]
     assert len(notes) == 3 and all(l.startswith("- box, ") for l in notes), notes
+    figures = [l for l in lines[lines.index("## Figures") + 1:] if l.startswith("- ")]
+    assert figures and all(l.startswith("- box, ") for l in figures), figures
     assert "\\| the table" in text and "## forged heading" in text   # escaped, still readable
 
 

@@ -52,3 +52,13 @@ def test_the_summary_counts_verdicts_and_says_why_in_a_few_words():
     results = [records.from_doc(d) for d in (valid, drifting, skipped)]
     assert verdict_counts(results) == "2 measured: 1 VALID, 1 INVALID (drift +4.1%)"
     assert verdict_counts(results[:1]) == "1 measured: 1 VALID, 0 INVALID"
+
+
+def test_comparison_md_lists_each_rows_figures_cv_among_them():
+    doc = golden_ok()
+    doc["validity"].update(p50_ci_ms=[0.19, 0.2], p50_ci_rel=0.0041, drift=0.003)
+    row = report.flat_row(records.from_doc(doc))
+    header, body = report.comparison([row], [row["device"]])
+    text = report.render_markdown(header, body, [row], row["run_id"])
+    assert "## Figures" in text
+    assert "p50 +-0.41%%, drift +0.3%%, CV %.1f%%" % (row["cv"] * 100) in text
