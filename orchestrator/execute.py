@@ -130,12 +130,14 @@ class _DeviceRun:
 
     def deploy(self, blobs, agent_pyz):
         """Folders, missing files and job.json in separate steps (a resumed run: then attach)."""
-        wanted = self._prepare(blobs, agent_pyz)
+        self._deploy_steps(self._prepare(blobs, agent_pyz))
+        self.note("deployed (%d file(s) uploaded)" % len(self.outcome.uploads), "deploy")
+
+    def _deploy_steps(self, wanted):
         self._set_workdir(self.t.expand(self.device.workdir))
         self.t.mkdirs(posixpath.join(self.run_dir, "out"))
         self.outcome.uploads = deploy.upload_missing(self.t, self.workdir, wanted)
         self._put_job()
-        self.note("deployed (%d file(s) uploaded)" % len(self.outcome.uploads), "deploy")
 
     def launch(self, blobs, agent_pyz):
         """Deploy and start a new run with one command on the device (deploy.launch_script):
@@ -166,10 +168,7 @@ class _DeviceRun:
         try:
             result = self.t.run_input(["sh", "-c", script], data, timeout=120)
         except NotImplementedError:   # no stdin on this transport: the separate steps
-            self._set_workdir(self.t.expand(self.device.workdir))
-            self.t.mkdirs(posixpath.join(self.run_dir, "out"))
-            self.outcome.uploads = deploy.upload_missing(self.t, self.workdir, wanted)
-            self._put_job()
+            self._deploy_steps(wanted)
             self.start(self.agent_sha)
             return set()
         home, missing, started = deploy.parse_launch(result.stdout)

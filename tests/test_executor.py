@@ -340,3 +340,19 @@ def test_a_device_that_has_everything_is_deployed_and_started_by_one_command(
     assert counts[0] == (2, 2, 2, sorted([agent_rel, "blobs/" + sha]))
     # then: one command, nothing uploaded, no folder made step by step
     assert counts[1] == (1, 0, 0, [])
+
+
+class _NoStdinLocal(LocalTransport):
+    def run_input(self, argv, data, timeout, env=None):
+        raise NotImplementedError
+
+
+def test_a_transport_without_stdin_commands_deploys_in_separate_steps(tmp_path, agent_pyz, blob):
+    device = local_device(tmp_path)
+    sha, path = blob
+    job = make_job(device, n=1, blob_sha=sha)
+    outcome = run_device(_NoStdinLocal(device.name), device, job, {sha: path}, agent_pyz,
+                         tmp_path / "raw")
+    assert_valid(outcome, job)
+    assert [r.status for r in outcome.results] == ["ok"]
+    assert sorted(outcome.uploads) == sorted(["agent/%s.pyz" % agent_pyz[1], "blobs/" + sha])

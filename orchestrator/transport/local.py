@@ -18,28 +18,16 @@ class LocalTransport(Transport):
         return os.path.expanduser(str(remote_path))
 
     def run(self, argv, timeout, env=None):
-        check_env(self.name, env)
-        full_env = dict(os.environ, **{k: str(v) for k, v in (env or {}).items()})
-        try:
-            # A session of its own so a timeout kills the whole group, like a remote hang-up would.
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=full_env, start_new_session=True)
-        except OSError as exc:
-            raise TransportError(self.name, "cannot run %s: %s" % (argv[0], exc)) from exc
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise CommandTimeout(self.name, "command did not finish within %gs: %s"
-                                 % (timeout, command_line(argv))) from None
-        return Result(proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        return self.run_input(argv, None, timeout, env)
 
     def run_input(self, argv, data, timeout, env=None):
+        """argv with data on its stdin (None: /dev/null)."""
         check_env(self.name, env)
         full_env = dict(os.environ, **{k: str(v) for k, v in (env or {}).items()})
+        stdin = subprocess.DEVNULL if data is None else subprocess.PIPE
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            # A session of its own so a timeout kills the whole group, like a remote hang-up would.
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=full_env, start_new_session=True)
         except OSError as exc:
             raise TransportError(self.name, "cannot run %s: %s" % (argv[0], exc)) from exc
