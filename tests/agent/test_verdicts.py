@@ -98,7 +98,9 @@ def test_a_cpu_hog_started_halfway_is_invalid(workdir):
             agent.kill()
     doc = fsutil.read_json(os.path.join(out, "c-hog.json"))
     v = doc["validity"]
-    assert v["status"] == "INVALID" and v["drift"] > 0.2, v
+    # quiet, the second half is some 3x slower; under a loaded CI machine's neighbours the first
+    # half is slowed too and the drift is smaller, but still past drift_max
+    assert v["status"] == "INVALID" and v["drift"] > 0.03, v
     assert any(r.startswith("drift +") for r in v["reasons"]), v["reasons"]
 
 
