@@ -148,8 +148,9 @@ def case_id(model_name, variant, runtime, settings):
     """'c-' + 10 hex of sha256 over canonical JSON: equal inputs give equal ids on every device.
 
     Ids never change between versions (history compares runs by them): settings added since
-    that only judge a result are left out, until_stable and end_to_end only when on, and cv_max 0 (the default now: CV is a figure, not a
-    verdict) is hashed as the default it replaced, so a suite's ids are the ones it always had.
+    that only judge a result are left out, until_stable and end_to_end count only when on, and
+    cv_max 0 (the default now: CV is a figure, not a verdict) is hashed as the default it
+    replaced, so a suite's ids are the ones it always had.
     """
     settings = {k: v for k, v in settings.items() if k not in VERDICT_ONLY_SETTINGS}
     for key in ("until_stable", "end_to_end"):   # added later; off measures as before

@@ -23,8 +23,8 @@ COLUMNS = [
     "run_id", "device", "case_id", "label", "model", "variant", "model_sha256", "backend",
     "runtime_version", "delegate", "provider", "threads", "affinity", "precision", "status",
     "substatus", "reason", "validity", "validity_reasons", "p50_ci_low_ms", "p50_ci_high_ms",
-    "p50_ci_rel", "drift", "load_s", "convert_s", "first_ms",
-    "warmup_runs", "runs", "measure_s", "truncated", "timed", "stage_ms", "mean_ms", "std_ms", "cv", "min_ms",
+    "p50_ci_rel", "drift", "load_s", "convert_s", "first_ms", "warmup_runs", "runs", "measure_s",
+    "truncated", "timed", "stage_ms", "mean_ms", "std_ms", "cv", "min_ms",
 ] + PERCENTILE_COLUMNS + ["max_ms"] + CONSERVATIVE_COLUMNS + [
     "throughput_ips", "ops_total", "ops_delegated", "rss_after_load_kb", "rss_after_run_kb",
     "cooldown_waited_s", "agent_version", "started_at", "finished_at",

@@ -1,9 +1,10 @@
 """The synthetic backend: busy-waits a set time per invoke, for tests and overhead measurement.
 
 It spins on perf_counter instead of sleeping because a sleep's wake-up jitter (50 us and more)
-would swamp the harness overhead it exists to expose; `wait: sleep` sleeps instead, for
-benchmarks of the fan-out where many simulated devices share a few cores. Options prefixed `test_` are fault
-hooks for the agent's own tests; a real suite never sets them.
+would swamp the harness overhead it exists to expose; `wait: sleep` sleeps instead (fan-out
+benchmarks: many simulated devices on a few cores) and `wait: work` computes (a CPU hog slows
+it). `phases`, `jitter` and `drift` plant what the verdicts must catch. Options prefixed `test_`
+are fault hooks for the agent's own tests; a real suite never sets them.
 """
 
 import os
@@ -33,6 +34,7 @@ class SyntheticBackend(Backend):
         self._phases = _parse_phases(self.options.get("phases"))
         self._rng = random.Random((case.get("settings") or {}).get("input_seed") or 0)
         self._t0 = None
+        self._planted = bool(self._jitter or self._drift or self._phases)
 
     def load(self):
         opts = self.options
@@ -72,7 +74,8 @@ class SyntheticBackend(Backend):
         return wait
 
     def invoke(self, inputs):
-        wait = self._wait()
+        # Without planted faults the wait is a constant: nothing more inside the timed invoke.
+        wait = self._wait() if self._planted else self._wait_s
         if wait <= 0.0:
             return inputs
         if self._mode == "sleep":
