@@ -185,6 +185,9 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
     gc.collect()
     est = (warm_s / scale / warm_n) if warm_n else max(first_ticks, 1)
     staged = [] if stage is not None else None
+    # The window's ends on the device's wall clock (an external meter's log is aligned to them)
+    # and its monotonic clock (the telemetry sampler's); neither read is inside the timed region.
+    wall_start, mono_start = time.time(), time.monotonic()
     raw, n, measure_s, truncated = _loop(
         run, inputs, clock, scale, int(settings["runs"]), float(settings["min_duration_s"]),
         float(settings["max_duration_s"]), est, True, stage, staged)
@@ -193,6 +196,7 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
     if setting(settings, "until_stable") and not truncated:
         raw, n, measure_s, truncated, extended_s = _until_stable(
             run, inputs, clock, scale, settings, raw, n, measure_s, est, stage, staged)
+    wall_end, mono_end = time.time(), time.monotonic()
     # Integer ns / 1e6 is the correctly rounded ms value: JSON gets short exact decimals.
     latencies = _to_ms(raw, scale)
     del raw
@@ -210,8 +214,10 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
         "truncated": truncated, "latencies_ms": latencies, "summary": summary, "conservative": cons,
         "timed": timed,
         "stage_ms": stats.percentile_sorted(sorted(_to_ms(staged, scale)), 50) if staged else None,
+        "wall_start_unix": wall_start, "wall_end_unix": wall_end,
     }
-    return {"timing": timing, "memory": memory, "extended_s": extended_s}
+    return {"timing": timing, "memory": memory, "extended_s": extended_s,
+            "window_mono": (mono_start, mono_end)}
 
 
 def _to_ms(raw, scale):

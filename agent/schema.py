@@ -3,12 +3,18 @@
 One source of truth, stdlib only (runs on Python 3.6). The controller mirrors it with
 pydantic in orchestrator/records.py; tests/test_contract.py runs golden files through both.
 
-Format history (bump SCHEMA_VERSION and add a line; a controller reading an older version then
-needs a migration, which none has needed yet):
+Format history (bump SCHEMA_VERSION and add a line; a controller reading an older version
+migrates it with migrate_result):
   1  2026-11  first version: job.json, <case_id>.json results, events.jsonl, heartbeat, status.json
   1  2026-12  additions a version-1 reader accepts: job.backends (user backend files), model
               format openvino; job.cooldown always carries every DEFAULT_COOLDOWN key. The agent
               ships with its controller, so a job is only ever read by its own agent version.
+  2  2026-12  measurement modes and telemetry: settings mode (back_to_back, paced, sustained)
+              with target_fps, arrival, deadline_ms, on_late, duration_s, window_s; interval_ms
+              and subtract_idle; timing.wall_start_unix/wall_end_unix, timing.paced,
+              timing.windows, timing.sustained; telemetry has a checked layout (TELEMETRY_FIELDS)
+              and may carry energy. A version-1 result migrates as it is (every field it has
+              means what it meant; the validity figures are filled in from its latencies).
 """
 
 import math
@@ -16,7 +22,8 @@ import time
 
 from agent.backends import catalog
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OLDEST_MIGRATABLE = 1   # results of this version and newer are migrated by migrate_result
 JOB_KIND = "benchfleet.job"
 RESULT_KIND = "benchfleet.result"
 
@@ -56,17 +63,39 @@ DEFAULT_SETTINGS = {
     "drift_max": 0.03,      # INVALID when the two halves' p50s differ by more than this share
     "until_stable": False,  # keep measuring, up to max_duration_s, until the p50 is within p50_ci_max
     "end_to_end": False,    # time staging the input + execute together (default: execute alone)
+    # Modes (docs/METHOD.md "Modes"): back_to_back (the next inference when the last returns),
+    # paced (frames arrive at target_fps; latency from each frame's scheduled time too), or
+    # sustained (duration_s of back-to-back, summarized per window_s).
+    "mode": "back_to_back",
+    "target_fps": 0.0,      # paced: frames per second (required there, > 0)
+    "arrival": "periodic",  # paced: periodic or poisson arrivals (seeded by input_seed)
+    "deadline_ms": 0.0,     # paced: a frame is late past this from its schedule; 0: the frame period
+    "on_late": "skip",      # paced: skip (drop frames that a newer one overtook) or queue (run all)
+    "duration_s": 300.0,    # sustained: how long
+    "window_s": 10.0,       # sustained: one window of the per-window table
+    # Telemetry (docs/METHOD.md "Telemetry and energy"): the sampler's period, 0 to turn it off;
+    # subtract_idle: energy per inference minus the idle power sampled during the cool-down.
+    "interval_ms": 100.0,
+    "subtract_idle": False,
 }
-BOOL_SETTINGS = ("until_stable", "end_to_end")
+BOOL_SETTINGS = ("until_stable", "end_to_end", "subtract_idle")
+# Settings that are a word from a fixed list.
+ENUM_SETTINGS = {"mode": ("back_to_back", "paced", "sustained"),
+                 "arrival": ("periodic", "poisson"), "on_late": ("skip", "queue")}
+MODES = ENUM_SETTINGS["mode"]
 # Settings added after results were first written: a result without them is still a result
 # (the agent reads the default where a job lacks one).
-LATER_SETTINGS = ("p50_ci_max", "drift_max", "until_stable", "end_to_end")
+LATER_SETTINGS = ("p50_ci_max", "drift_max", "until_stable", "end_to_end", "mode", "target_fps",
+                  "arrival", "deadline_ms", "on_late", "duration_s", "window_s", "interval_ms",
+                  "subtract_idle")
 # The smallest value each setting may take, and whether the bound itself is allowed.
 SETTING_MINIMUMS = {
     "warmup_runs": (0, True), "warmup_min_s": (0.0, True), "runs": (1, True),
     "min_duration_s": (0.0, True), "max_duration_s": (0.0, False), "input_seed": (0, True),
     "input_pool": (1, True), "cv_max": (0.0, True), "case_timeout_s": (0.0, False),
-    "p50_ci_max": (0.0, False), "drift_max": (0.0, False),
+    "p50_ci_max": (0.0, False), "drift_max": (0.0, False), "target_fps": (0.0, True),
+    "deadline_ms": (0.0, True), "duration_s": (0.0, False), "window_s": (0.0, False),
+    "interval_ms": (0.0, True),
 }
 # The largest (allowed): far past any real suite, near enough that a typo (1e9 s) is refused at
 # load instead of hanging a run or overflowing a sleep on the device.
@@ -74,8 +103,12 @@ SETTING_MAXIMUMS = {
     "warmup_runs": 1000000, "warmup_min_s": 3600.0, "runs": 1000000,
     "min_duration_s": 43200.0, "max_duration_s": 43200.0, "input_seed": 2 ** 32 - 1,
     "input_pool": 256, "cv_max": 100.0, "case_timeout_s": 86400.0,
-    "p50_ci_max": 1.0, "drift_max": 10.0,
+    "p50_ci_max": 1.0, "drift_max": 10.0, "target_fps": 10000.0, "deadline_ms": 600000.0,
+    "duration_s": 43200.0, "window_s": 3600.0, "interval_ms": 60000.0,
 }
+# A sampler period below this (but above 0) is refused: reading sysfs more often than every 10 ms
+# would cost the device what it measures.
+MIN_INTERVAL_MS = 10.0
 # Cool-down numbers: (lowest, whether the lowest itself is allowed, highest allowed).
 COOLDOWN_LIMITS = {
     "seconds": (0.0, True, 3600.0), "delta_c": (0.0, False, 100.0),
@@ -243,6 +276,10 @@ def check_case(case, path="cases[0].", user_backends=()):
             if key in BOOL_SETTINGS:
                 _check_type(problems, settings, sp, key, bool, required=key not in LATER_SETTINGS)
                 continue
+            if key in ENUM_SETTINGS:
+                _check_enum(problems, settings, sp, key, ENUM_SETTINGS[key],
+                            required=key not in LATER_SETTINGS)
+                continue
             value = _check_type(problems, settings, sp, key, NUMBER,
                                 required=key not in LATER_SETTINGS)
             low, inclusive = SETTING_MINIMUMS[key]
@@ -250,6 +287,33 @@ def check_case(case, path="cases[0].", user_backends=()):
                                                           inclusive)
             if message:
                 _problem(problems, sp + key, message)
+        problems.extend(mode_problems(settings, sp))
+    return problems
+
+
+def mode_problems(settings, path="settings."):
+    """What the modes need of the settings together (the suite loader and the agent alike)."""
+    problems = []
+    get = lambda key: settings.get(key, DEFAULT_SETTINGS[key])
+    interval = get("interval_ms")
+    if isinstance(interval, NUMBER) and 0 < interval < MIN_INTERVAL_MS:
+        _problem(problems, path + "interval_ms", "must be 0 (no sampler) or at least %g ms (got %s)"
+                 % (MIN_INTERVAL_MS, number_text(interval)))
+    mode = get("mode")
+    fps = get("target_fps")
+    if mode == "paced" and isinstance(fps, NUMBER) and not fps > 0:
+        _problem(problems, path + "target_fps", "mode paced needs target_fps above 0 (frames per "
+                 "second, e.g. 100 for a camera app)")
+    if mode == "sustained":
+        window, duration = get("window_s"), get("duration_s")
+        timeout = get("case_timeout_s")
+        if isinstance(window, NUMBER) and isinstance(duration, NUMBER) and window > duration:
+            _problem(problems, path + "window_s", "window_s (%s) is longer than duration_s (%s)"
+                     % (number_text(window), number_text(duration)))
+        if isinstance(timeout, NUMBER) and isinstance(duration, NUMBER) and timeout <= duration:
+            _problem(problems, path + "case_timeout_s", "case_timeout_s (%s) must exceed duration_s "
+                     "(%s): the agent would kill a sustained case that is still measuring"
+                     % (number_text(timeout), number_text(duration)))
     return problems
 
 
@@ -330,8 +394,49 @@ RESULT_FIELDS = (
 )
 TIMING_FIELDS = (
     "load_s", "convert_s", "first_ms", "warmup_runs", "warmup_s", "runs", "measure_s", "truncated",
-    "latencies_ms", "summary", "conservative", "timed", "stage_ms",
+    "latencies_ms", "summary", "conservative", "timed", "stage_ms", "wall_start_unix",
+    "wall_end_unix", "paced", "windows", "sustained",
 )
+# timing.wall_start_unix / wall_end_unix: the device's wall clock (time.time()) at the start and
+# end of the measured window, so an external power log can be aligned to it afterwards.
+# timing.paced (mode paced): the schedule and what came of it. from_schedule / from_issue are
+# LATENCY_SUMMARY_FIELDS of the latency from each frame's scheduled arrival (queueing included:
+# no coordinated omission) and from its issue; latencies_from_schedule_ms is every processed
+# frame's, in order (latencies_ms keeps the from-issue ones).
+PACED_FIELDS = ("target_fps", "arrival", "deadline_ms", "on_late", "frames", "issued", "dropped",
+                "late", "miss_rate", "achieved_fps", "from_schedule", "from_issue",
+                "latencies_from_schedule_ms")
+LATENCY_SUMMARY_FIELDS = ("n", "mean", "p50", "p90", "p99", "max")
+# timing.windows (mode sustained): one row per window_s of the measured window, in order; the
+# telemetry columns are null where the device has no such sensor.
+WINDOW_FIELDS = ("start_s", "end_s", "n", "p50", "p99", "temp_max_c", "freq_min_mhz", "power_w",
+                 "throttled")
+# timing.sustained: drift = last window's p50 / first window's - 1; throttle_onset_s: the start of
+# the first window with a throttle flag or a CPU frequency more than 5% below the first window's.
+SUSTAINED_FIELDS = ("duration_s", "window_s", "drift", "throttle_onset_s", "onset_reason")
+MAX_WINDOWS = 4320              # 12 h of 10 s windows
+
+# telemetry (docs/METHOD.md "Telemetry and energy"): what the sampler read and what came of it.
+#   interval_ms: the period asked; sources: each source's name, kind, method (how it is read),
+#   rate_hz (achieved) and unit; series: {"t_s": seconds from the window start, channel: values},
+#   at most MAX_SERIES_POINTS points; summary: TELEMETRY_SUMMARY_FIELDS over the measured window;
+#   energy: ENERGY_FIELDS where a power or energy source exists (else null); error: why the
+#   sampler stopped early, if it did. {} when no sampler ran (interval_ms 0, older results).
+TELEMETRY_FIELDS = ("interval_ms", "sources", "series", "summary", "energy", "error")
+TELEMETRY_SOURCE_FIELDS = ("name", "kind", "method", "rate_hz", "unit", "channels")
+TELEMETRY_KINDS = ("thermal", "cpufreq", "throttle", "power", "energy", "gpu")
+TELEMETRY_SUMMARY_FIELDS = ("temp_start_c", "temp_end_c", "temp_min_c", "temp_max_c",
+                            "freq_min_mhz", "freq_max_mhz", "power_mean_w", "throttled",
+                            "samples")
+# energy: method says how (integral of sampled power, counter difference, an external meter);
+# per_inference_mj = energy_j / inferences * 1000; idle_power_w was sampled during the cool-down
+# before the case (null without one) and is subtracted only when idle_subtracted.
+ENERGY_FIELDS = ("method", "source", "energy_j", "per_inference_mj", "power_mean_w",
+                 "inferences_per_j", "idle_power_w", "idle_subtracted", "window_s", "by_source",
+                 "clock_offset_s")
+MAX_SERIES_POINTS = 2000
+MAX_TELEMETRY_CHANNELS = 256
+MAX_TELEMETRY_SOURCES = 64
 # timing.timed: what each latency covers. execute: the runtime's execute call alone, the input
 # staged before the first clock read (stage_ms: the p50 of staging, apart); end_to_end: staging
 # and execute together; invoke: the backend's one call (a backend that does not split them).
@@ -401,6 +506,7 @@ def check_result(doc):
             _problem(problems, "validity", "an ok result needs validity")
     if timing is not None:
         problems.extend(_check_timing(timing))
+    problems.extend(check_telemetry(doc.get("telemetry")))
     if validity is not None:
         _unknown(problems, validity, "validity.", VALIDITY_FIELDS)
         _check_enum(problems, validity, "validity.", "status", VALIDITIES)
@@ -456,4 +562,190 @@ def _check_timing(timing):
         _unknown(problems, cons, p + "conservative.", CONSERVATIVE_FIELDS)
         for key in CONSERVATIVE_FIELDS:
             _check_type(problems, cons, p + "conservative.", key, NUMBER, allow_none=True)
+    for key in ("wall_start_unix", "wall_end_unix"):
+        _check_type(problems, timing, p, key, NUMBER, required=False, allow_none=True)
+    paced = _check_type(problems, timing, p, "paced", dict, required=False, allow_none=True)
+    if paced is not None:
+        pp = p + "paced."
+        _unknown(problems, paced, pp, PACED_FIELDS)
+        _check_enum(problems, paced, pp, "arrival", ENUM_SETTINGS["arrival"])
+        _check_enum(problems, paced, pp, "on_late", ENUM_SETTINGS["on_late"])
+        for key in ("frames", "issued", "dropped", "late"):
+            value = _check_type(problems, paced, pp, key, int)
+            if value is not None and value < 0:
+                _problem(problems, pp + key, "must not be negative")
+        for key in ("target_fps", "deadline_ms", "miss_rate", "achieved_fps"):
+            _check_type(problems, paced, pp, key, NUMBER, allow_none=True)
+        for key in ("from_schedule", "from_issue"):
+            _check_numbers_dict(problems, paced, pp, key, LATENCY_SUMMARY_FIELDS)
+        _check_number_list(problems, paced, pp, "latencies_from_schedule_ms", MAX_RESULT_BYTES)
+    windows = _check_type(problems, timing, p, "windows", list, required=False, allow_none=True)
+    if windows is not None:
+        if len(windows) > MAX_WINDOWS:
+            _problem(problems, p + "windows", "more than %d windows" % MAX_WINDOWS)
+        for i, row in enumerate(windows[:MAX_WINDOWS]):
+            where = "%swindows[%d]." % (p, i)
+            if not isinstance(row, dict):
+                _problem(problems, where.rstrip("."), "expected an object")
+                break
+            _unknown(problems, row, where, WINDOW_FIELDS)
+            _check_type(problems, row, where, "throttled", bool, required=False, allow_none=True)
+            _check_type(problems, row, where, "n", int)
+            for key in WINDOW_FIELDS:
+                if key not in ("throttled", "n"):
+                    _check_type(problems, row, where, key, NUMBER, required=False, allow_none=True)
+    sustained = _check_type(problems, timing, p, "sustained", dict, required=False,
+                            allow_none=True)
+    if sustained is not None:
+        _unknown(problems, sustained, p + "sustained.", SUSTAINED_FIELDS)
+        _check_type(problems, sustained, p + "sustained.", "onset_reason", str, required=False,
+                    allow_none=True)
+        for key in SUSTAINED_FIELDS[:-1]:
+            _check_type(problems, sustained, p + "sustained.", key, NUMBER, required=False,
+                        allow_none=True)
     return problems
+
+
+def _check_numbers_dict(problems, doc, path, key, fields, required=False):
+    """doc[key]: null or an object of `fields`, each a finite number or null."""
+    value = _check_type(problems, doc, path, key, dict, required=required, allow_none=True)
+    if value is not None:
+        _unknown(problems, value, path + key + ".", fields)
+        for name in fields:
+            _check_type(problems, value, path + key + ".", name, NUMBER, required=False,
+                        allow_none=True)
+    return value
+
+
+def _check_number_list(problems, doc, path, key, cap, allow_null_items=False):
+    """doc[key]: absent, null, or a list (at most `cap` long) of finite numbers."""
+    values = _check_type(problems, doc, path, key, list, required=False, allow_none=True)
+    if values is None:
+        return None
+    if len(values) > cap:
+        _problem(problems, path + key, "more than %d values" % cap)
+        return values
+    for i, v in enumerate(values):
+        if v is None and allow_null_items:
+            continue
+        if isinstance(v, bool) or not isinstance(v, NUMBER) or not math.isfinite(v):
+            _problem(problems, "%s%s[%d]" % (path, key, i), "expected a finite number")
+            break
+    return values
+
+
+def check_telemetry(telemetry):
+    """Problems of a result's telemetry object (untrusted on the controller: shapes and caps)."""
+    problems = []
+    p = "telemetry."
+    if not isinstance(telemetry, dict):
+        return problems   # its type is checked with the other top-level objects
+    _unknown(problems, telemetry, p, TELEMETRY_FIELDS)
+    value = _check_type(problems, telemetry, p, "interval_ms", NUMBER, required=False,
+                        allow_none=True)
+    if value is not None and value < 0:
+        _problem(problems, p + "interval_ms", "must not be negative")
+    _check_type(problems, telemetry, p, "error", str, required=False, allow_none=True)
+    sources = _check_type(problems, telemetry, p, "sources", list, required=False) or []
+    if len(sources) > MAX_TELEMETRY_SOURCES:
+        _problem(problems, p + "sources", "more than %d sources" % MAX_TELEMETRY_SOURCES)
+    for i, src in enumerate(sources[:MAX_TELEMETRY_SOURCES]):
+        where = "%ssources[%d]." % (p, i)
+        if not isinstance(src, dict):
+            _problem(problems, where.rstrip("."), "expected an object")
+            continue
+        _unknown(problems, src, where, TELEMETRY_SOURCE_FIELDS)
+        for key in ("name", "method"):
+            _check_type(problems, src, where, key, str)
+        _check_enum(problems, src, where, "kind", TELEMETRY_KINDS)
+        _check_type(problems, src, where, "unit", str, required=False, allow_none=True)
+        _check_type(problems, src, where, "rate_hz", NUMBER, required=False, allow_none=True)
+        channels = _check_type(problems, src, where, "channels", list, required=False) or []
+        if len(channels) > MAX_TELEMETRY_CHANNELS or not all(isinstance(c, str) for c in channels):
+            _problem(problems, where + "channels", "expected at most %d channel names"
+                     % MAX_TELEMETRY_CHANNELS)
+    series = _check_type(problems, telemetry, p, "series", dict, required=False) or {}
+    if len(series) > MAX_TELEMETRY_CHANNELS + 1:
+        _problem(problems, p + "series", "more than %d channels" % MAX_TELEMETRY_CHANNELS)
+        series = {}
+    points = None
+    for name in sorted(series):
+        values = _check_number_list(problems, series, p + "series.", name, MAX_SERIES_POINTS,
+                                    allow_null_items=name != "t_s")
+        if values is not None and len(values) <= MAX_SERIES_POINTS:
+            if points is None:
+                points = len(values)
+            elif len(values) != points:
+                _problem(problems, p + "series." + name, "%d points, other channels have %d"
+                         % (len(values), points))
+    if series and "t_s" not in series:
+        _problem(problems, p + "series.t_s", "field required with a series")
+    summary = _check_type(problems, telemetry, p, "summary", dict, required=False)
+    if summary is not None:
+        _unknown(problems, summary, p + "summary.", TELEMETRY_SUMMARY_FIELDS)
+        _check_type(problems, summary, p + "summary.", "throttled", bool, required=False,
+                    allow_none=True)
+        _check_type(problems, summary, p + "summary.", "samples", int, required=False,
+                    allow_none=True)
+        for key in TELEMETRY_SUMMARY_FIELDS:
+            if key not in ("throttled", "samples"):
+                _check_type(problems, summary, p + "summary.", key, NUMBER, required=False,
+                            allow_none=True)
+    energy = _check_type(problems, telemetry, p, "energy", dict, required=False, allow_none=True)
+    if energy is not None:
+        ep = p + "energy."
+        _unknown(problems, energy, ep, ENERGY_FIELDS)
+        for key in ("method", "source"):
+            _check_type(problems, energy, ep, key, str)
+        _check_type(problems, energy, ep, "idle_subtracted", bool, required=False)
+        for key in ("energy_j", "per_inference_mj", "power_mean_w", "inferences_per_j",
+                    "idle_power_w", "window_s", "clock_offset_s"):
+            _check_type(problems, energy, ep, key, NUMBER, required=False, allow_none=True)
+        by_source = _check_type(problems, energy, ep, "by_source", dict, required=False,
+                                allow_none=True) or {}
+        if len(by_source) > MAX_TELEMETRY_SOURCES:
+            _problem(problems, ep + "by_source", "more than %d sources" % MAX_TELEMETRY_SOURCES)
+        else:
+            for name in sorted(by_source):
+                _check_type(problems, by_source, ep + "by_source.", name, NUMBER,
+                            allow_none=True)
+    return problems
+
+
+def migrate_result(doc):
+    """A result document of an older schema version as this version's (a new dict), or `doc`
+    itself when it is current or not a result this controller can migrate.
+
+    1 -> 2: nothing a version-1 result holds changed meaning; telemetry was always {}. The
+    validity figures (added late in version 1) are computed from the kept latencies where the
+    document lacks them, and the verdict itself is left as it was measured.
+    """
+    if not isinstance(doc, dict) or doc.get("kind") != RESULT_KIND:
+        return doc
+    version = doc.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or \
+            not OLDEST_MIGRATABLE <= version < SCHEMA_VERSION:
+        return doc
+    doc = dict(doc)
+    if version == 1:
+        validity = doc.get("validity")
+        timing = doc.get("timing")
+        if isinstance(validity, dict) and isinstance(timing, dict) and \
+                "p50_ci_ms" not in validity:
+            from agent import stats
+            lat = timing.get("latencies_ms")
+            if isinstance(lat, list) and all(isinstance(v, NUMBER) and not isinstance(v, bool)
+                                             and math.isfinite(v) for v in lat):
+                values = sorted(lat)
+                ci = stats.median_ci(values) if values else None
+                p50 = stats.percentile_sorted(values, 50) if values else None
+                validity = dict(validity, p50_ci_ms=list(ci) if ci else None,
+                                p50_ci_rel=(ci[1] - ci[0]) / 2.0 / p50 if ci and p50 else None,
+                                drift=stats.drift(lat))
+                validity["notes"] = list(validity.get("notes") or []) + [
+                    "migrated from result schema 1: p50_ci_ms, p50_ci_rel and drift computed "
+                    "from its latencies afterwards"]
+                doc["validity"] = validity
+        version = 2
+    doc["schema_version"] = version
+    return doc

@@ -77,6 +77,7 @@ def parse_result(raw, job, case_id):
     if not isinstance(doc, dict):
         return None, ["not a result: the file holds a JSON %s, not an object"
                       % type(doc).__name__]
+    doc = schema.migrate_result(doc)   # an agent of an older schema version (resume)
     problems = schema.check_result(doc)
     if not problems:
         # The controller's own pydantic mirror too: the two must agree (tests/test_contract.py).

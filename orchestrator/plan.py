@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+from agent import schema
 from agent.backends import catalog
 from orchestrator.escape import terminal
 from orchestrator.errors import ConfigError
@@ -138,9 +139,10 @@ def _duration(seconds):
     return "%d h %02d min" % (seconds // 3600, seconds % 3600 // 60)
 
 
-# Settings that only judge a measurement (its verdict), not what is measured: they do not
-# identify a case, so tightening a bound keeps a case comparable with its history.
-VERDICT_ONLY_SETTINGS = ("p50_ci_max", "drift_max")
+# Settings that only judge a measurement (its verdict) or say what is recorded beside it (the
+# sampler's period, idle subtraction), not what is measured: they do not identify a case, so
+# tightening a bound keeps a case comparable with its history.
+VERDICT_ONLY_SETTINGS = ("p50_ci_max", "drift_max", "interval_ms", "subtract_idle")
 LEGACY_CV_MAX = 0.025   # cv_max's default when case ids were first pinned (then always a verdict)
 
 
@@ -148,13 +150,14 @@ def case_id(model_name, variant, runtime, settings):
     """'c-' + 10 hex of sha256 over canonical JSON: equal inputs give equal ids on every device.
 
     Ids never change between versions (history compares runs by them): settings added since
-    that only judge a result are left out, until_stable and end_to_end count only when on, and
+    that only judge a result are left out, a setting added later counts only when it is not at
+    its default (mode back_to_back, until_stable off, interval_ms 100, ...), and
     cv_max 0 (the default now: CV is a figure, not a verdict) is hashed as the default it
     replaced, so a suite's ids are the ones it always had.
     """
     settings = {k: v for k, v in settings.items() if k not in VERDICT_ONLY_SETTINGS}
-    for key in ("until_stable", "end_to_end"):   # added later; off measures as before
-        if key in settings and not settings[key]:
+    for key in schema.LATER_SETTINGS:   # added later: at its default it measures as before
+        if key in settings and settings[key] == schema.DEFAULT_SETTINGS[key]:
             del settings[key]
     if "cv_max" in settings and not settings["cv_max"]:
         settings["cv_max"] = LEGACY_CV_MAX

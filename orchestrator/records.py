@@ -45,6 +45,12 @@ class Timing(_Strict):
     conservative: Conservative
     timed: Optional[Literal[schema.TIMED_REGIONS]] = None   # absent in older results
     stage_ms: Number | None = Field(default=None, ge=0)
+    # Version 2 (agent/schema.py checks their insides; absent in back-to-back and older results):
+    wall_start_unix: Number | None = None   # the device's clock at the measured window's ends
+    wall_end_unix: Number | None = None
+    paced: dict[str, Any] | None = None     # schema.PACED_FIELDS
+    windows: list[dict[str, Any]] | None = None   # schema.WINDOW_FIELDS, one per sustained window
+    sustained: dict[str, Any] | None = None  # schema.SUSTAINED_FIELDS
 
     @field_validator("latencies_ms")
     @classmethod
@@ -120,7 +126,9 @@ def reject_constant(name: str) -> float:
 
 
 def model_problems(doc) -> list[str]:
-    """'field.path: message' for every way `doc` fails the controller's model (empty when valid)."""
+    """'field.path: message' for every way `doc` fails the controller's model (empty when valid).
+    An older schema version is migrated first (agent.schema.migrate_result)."""
+    doc = schema.migrate_result(doc)
     try:
         Result.model_validate(doc)
     except ValidationError as exc:
@@ -133,13 +141,14 @@ def parse_result(raw: bytes | str) -> Result:
     """Parse and validate one raw result; raises ValueError with a readable message."""
     if isinstance(raw, bytes) and len(raw) > schema.MAX_RESULT_BYTES:
         raise ValueError("result larger than %d bytes" % schema.MAX_RESULT_BYTES)
-    doc = json.loads(raw, parse_constant=reject_constant)
-    problems = model_problems(doc)
+    doc = schema.migrate_result(json.loads(raw, parse_constant=reject_constant))
+    problems = model_problems(doc) or schema.check_telemetry(doc.get("telemetry"))
     if problems:
         raise ValueError("; ".join(problems))
     return Result.model_validate(doc)
 
 
 def from_doc(doc: dict) -> Result:
-    """A checked result document (a device's, or one the controller made) as a Result."""
-    return Result.model_validate(doc)
+    """A checked result document (a device's, or one the controller made) as a Result; an older
+    schema version is migrated first."""
+    return Result.model_validate(schema.migrate_result(doc))

@@ -265,7 +265,7 @@ class _Run:
             folder = self.raw_dir(device)
             for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
                 try:
-                    doc = loads_untrusted(path.read_bytes())
+                    doc = schema.migrate_result(loads_untrusted(path.read_bytes()))
                 except (OSError, ValueError):
                     continue
                 if not isinstance(doc, dict) or schema.check_result(doc) or \

@@ -56,7 +56,7 @@ def make_job(device, n=2, blob_sha=None, min_duration_s=0.05, run_id="20261122-0
             "runtime": {"backend": "synthetic", "threads": 1, "affinity": None,
                         "precision": "fp32", "options": {}},
             "settings": settings})
-    return {"schema_version": 1, "kind": "benchfleet.job", "run_id": run_id,
+    return {"schema_version": schema.SCHEMA_VERSION, "kind": "benchfleet.job", "run_id": run_id,
             "nonce": os.urandom(8).hex(), "device": device.name,
             "cooldown": dict(schema.DEFAULT_COOLDOWN, mode="none", seconds=0.0), "cases": cases}
 

@@ -117,12 +117,14 @@ def test_out_of_range_number_names_file_field_and_range(tmp_path, fields, field,
 
 
 def test_every_setting_and_cooldown_field_has_a_finite_upper_bound():
-    from agent.schema import BOOL_SETTINGS, DEFAULT_COOLDOWN, DEFAULT_SETTINGS, SETTING_MAXIMUMS
+    from agent.schema import (BOOL_SETTINGS, DEFAULT_COOLDOWN, DEFAULT_SETTINGS, ENUM_SETTINGS,
+                              SETTING_MAXIMUMS)
     from orchestrator.config.suite import COOLDOWN_LIMITS
-    assert set(SETTING_MAXIMUMS) == set(DEFAULT_SETTINGS) - set(BOOL_SETTINGS)
+    assert set(SETTING_MAXIMUMS) == set(DEFAULT_SETTINGS) - set(BOOL_SETTINGS) - set(ENUM_SETTINGS)
     assert all(type(DEFAULT_SETTINGS[name]) is bool for name in BOOL_SETTINGS)
+    assert all(DEFAULT_SETTINGS[name] in ENUM_SETTINGS[name] for name in ENUM_SETTINGS)
     for name, default in DEFAULT_SETTINGS.items():
-        if name in BOOL_SETTINGS:
+        if name in BOOL_SETTINGS or name in ENUM_SETTINGS:
             continue
         assert default <= SETTING_MAXIMUMS[name] < float("inf"), name
     assert set(COOLDOWN_LIMITS) == set(DEFAULT_COOLDOWN) - {"mode"}

@@ -13,6 +13,7 @@ from pydantic import create_model, model_validator
 
 from agent.backends import catalog, userfile
 from agent.schema import (COOLDOWN_LIMITS, COOLDOWN_MODES, DEFAULT_COOLDOWN, DEFAULT_SETTINGS,
+                          ENUM_SETTINGS, mode_problems,
                           MAX_CASES, MAX_CPU_INDEX, MAX_SYNTHETIC_MS, MAX_THREADS, PRECISIONS,
                           SETTING_MAXIMUMS, SETTING_MINIMUMS)
 from orchestrator.errors import ConfigError
@@ -58,6 +59,8 @@ def _setting_field(name):
     kind = type(DEFAULT_SETTINGS[name])
     if kind is bool:
         return (Optional[bool], None)
+    if name in ENUM_SETTINGS:
+        return (Optional[Literal[ENUM_SETTINGS[name]]], None)
     low, inclusive = SETTING_MINIMUMS[name]
     return (Optional[bounded(kind, low, SETTING_MAXIMUMS[name], inclusive)], None)
 
@@ -353,7 +356,9 @@ def _check_runtimes(suite, i, entry, names_known=True):
 
 
 def _check_settings(where, s):
-    problems = []
+    # the modes' rules, shared with the agent: "settings.FIELD: message" -> (where.FIELD, message)
+    problems = [(where + "." + text.split(": ", 1)[0].split(".", 1)[1], text.split(": ", 1)[1])
+                for text in mode_problems(s)]
     if s["max_duration_s"] < s["min_duration_s"]:
         problems.append((where, "max_duration_s (%g) is below min_duration_s (%g)"
                          % (s["max_duration_s"], s["min_duration_s"])))

@@ -41,7 +41,7 @@ def synthetic_case(case_id, ms=0.05, options=None, backend="synthetic", **settin
 
 def make_job(cases, nonce="n0nce", cooldown=None):
     cooldown = dict(schema.DEFAULT_COOLDOWN, **(cooldown or {"mode": "none", "seconds": 0.0}))
-    return {"schema_version": 1, "kind": "benchfleet.job", "run_id": "20261122-000000-test",
+    return {"schema_version": schema.SCHEMA_VERSION, "kind": "benchfleet.job", "run_id": "20261122-000000-test",
             "nonce": nonce, "device": "localhost", "cooldown": cooldown, "cases": cases}
 
 

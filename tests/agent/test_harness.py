@@ -68,7 +68,9 @@ def test_exact_counts_when_run_counts_dominate():
     assert t["latencies_ms"] == [1.0] * 100  # first inference is not among the latencies
     assert len(b.seen) == 1 + 50 + 100
     assert t["truncated"] is False
-    assert set(t) == set(schema.TIMING_FIELDS)
+    # back to back: every timing field but the other modes' blocks
+    assert set(t) == set(schema.TIMING_FIELDS) - {"paced", "windows", "sustained"}
+    assert 0 < t["wall_start_unix"] <= t["wall_end_unix"]
 
 
 def test_min_duration_extends_measurement_exactly():
