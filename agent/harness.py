@@ -2,12 +2,20 @@
 
 Backends only execute; every clock read for a reported number happens here. The timed loop is
 the product: one clock read before and one after each invoke, nothing else but a store.
+
+Modes (settings "mode"; load, first inference and a back-to-back warm-up are the same in all):
+  back_to_back  the next invoke when the last returns (_loop);
+  paced         frames arrive on a schedule at target_fps, one synchronous backend serves them
+                (_paced): latency from issue and from the frame's scheduled time;
+  sustained     back-to-back for exactly duration_s, summarized per window_s (_sustained).
 """
 
+import collections
 import gc
 import itertools
 import math
 import os
+import random
 import time
 
 from agent import schema, stats
@@ -15,6 +23,17 @@ from agent import schema, stats
 # Measurement runs in chunks so the loop can stop at max_duration_s without a clock check per
 # iteration; a chunk is sized to take about this long at the latency seen so far.
 CHUNK_TARGET_S = 0.05
+# Paced mode's default wait sleeps until this long before a frame's scheduled time, then spins
+# on the clock: a sleep's wake-up (50 us to a millisecond late) would delay the issue.
+SPIN_S = 0.0015
+# A sustained window's p99 is reported from this many samples on (None below): with fewer, the
+# "p99" is the window's maximum or an interpolation towards it. (stats' established minimums,
+# schema.CONSERVATIVE_MIN_SAMPLES, are for the conservative 99%-confidence bounds, which a
+# window row does not carry.)
+WINDOW_P99_MIN_SAMPLES = 100
+# sustained_onset: a window whose lowest CPU frequency is more than this share below the first
+# window's marks the onset of throttling.
+ONSET_FREQ_DROP = 0.05
 
 
 def default_clock():
@@ -138,20 +157,28 @@ def apply_affinity(cores):
     return record
 
 
-def run_measurement(backend, settings, clock=None, clock_scale=None):
+def run_measurement(backend, settings, clock=None, clock_scale=None, wait=None):
     """Load, time the first inference, warm up, measure, summarize (docs/METHOD.md steps 2-6).
 
     Args:
       backend: an agent.backends.base.Backend, not yet loaded.
-      settings: the case settings (schema.DEFAULT_SETTINGS keys).
+      settings: the case settings (schema.DEFAULT_SETTINGS keys); "mode" picks the measurement.
       clock: a callable returning ticks; default perf_counter_ns (perf_counter before 3.7).
       clock_scale: seconds per tick of `clock`; default 1.0 for a given clock (seconds).
-    Returns {"timing": schema timing dict, "memory": {...}}. Backend exceptions propagate.
+      wait: paced mode only: wait(ticks) returns once `clock` reads at least `ticks`; default
+        sleeps most of the gap and spins the rest (make_wait). A fake clock needs its own.
+    Returns {"timing": schema timing dict, "memory": {...}, "extended_s": seconds until_stable
+    added, "window_mono": (start, end) of the measured window on time.monotonic()}, and for
+    mode sustained "windows_mono": [(start, end), ...] of each timing.windows row on
+    time.monotonic() (the telemetry sampler's clock). Backend exceptions propagate.
     """
     if clock is None:
         clock, scale = default_clock()
     else:
         scale = 1.0 if clock_scale is None else float(clock_scale)
+    mode = setting(settings, "mode")
+    if mode not in schema.MODES:
+        raise ValueError("unknown mode %r (one of %s)" % (mode, ", ".join(schema.MODES)))
     memory = {}
     memory["rss_before_load_kb"] = rss_kb()[0]
 
@@ -179,27 +206,40 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
 
     # Garbage from load() collected now rather than as a pause inside the measured window.
     gc.collect()
+    # Warm-up is back-to-back in every mode.
     _, warm_n, warm_s, _ = _loop(run, inputs, clock, scale, int(settings["warmup_runs"]),
                                  float(settings["warmup_min_s"]), None, max(first_ticks, 1), False,
                                  stage)
     gc.collect()
     est = (warm_s / scale / warm_n) if warm_n else max(first_ticks, 1)
     staged = [] if stage is not None else None
+    extra = {}       # the mode's own timing blocks (paced, windows, sustained)
+    extended_s = 0.0
+    windows_mono = None
     # The window's ends on the device's wall clock (an external meter's log is aligned to them)
     # and its monotonic clock (the telemetry sampler's); neither read is inside the timed region.
     wall_start, mono_start = time.time(), time.monotonic()
-    raw, n, measure_s, truncated = _loop(
-        run, inputs, clock, scale, int(settings["runs"]), float(settings["min_duration_s"]),
-        float(settings["max_duration_s"]), est, True, stage, staged)
-
-    extended_s = 0.0
-    if setting(settings, "until_stable") and not truncated:
-        raw, n, measure_s, truncated, extended_s = _until_stable(
-            run, inputs, clock, scale, settings, raw, n, measure_s, est, stage, staged)
+    if mode == "paced":
+        if wait is None:
+            wait = make_wait(clock, scale)
+        latencies, n, measure_s, truncated, extra["paced"] = _paced(
+            run, inputs, clock, scale, settings, wait, stage, staged)
+    elif mode == "sustained":
+        latencies, n, measure_s, extra["windows"], windows_mono = _sustained(
+            run, inputs, clock, scale, settings, est, mono_start, stage, staged)
+        truncated = False
+        extra["sustained"] = _sustained_block(settings, extra["windows"])
+    else:
+        raw, n, measure_s, truncated = _loop(
+            run, inputs, clock, scale, int(settings["runs"]), float(settings["min_duration_s"]),
+            float(settings["max_duration_s"]), est, True, stage, staged)
+        if setting(settings, "until_stable") and not truncated:
+            raw, n, measure_s, truncated, extended_s = _until_stable(
+                run, inputs, clock, scale, settings, raw, n, measure_s, est, stage, staged)
+        # Integer ns / 1e6 is the correctly rounded ms value: JSON gets short exact decimals.
+        latencies = _to_ms(raw, scale)
+        del raw
     wall_end, mono_end = time.time(), time.monotonic()
-    # Integer ns / 1e6 is the correctly rounded ms value: JSON gets short exact decimals.
-    latencies = _to_ms(raw, scale)
-    del raw
     summary, cons = stats.describe(latencies)
     # Throughput is what the window achieved (inferences over its wall time), not 1000 / mean:
     # the loop's own time between invokes counts against it, as it would in an application.
@@ -216,8 +256,271 @@ def run_measurement(backend, settings, clock=None, clock_scale=None):
         "stage_ms": stats.percentile_sorted(sorted(_to_ms(staged, scale)), 50) if staged else None,
         "wall_start_unix": wall_start, "wall_end_unix": wall_end,
     }
-    return {"timing": timing, "memory": memory, "extended_s": extended_s,
-            "window_mono": (mono_start, mono_end)}
+    timing.update(extra)
+    measured = {"timing": timing, "memory": memory, "extended_s": extended_s,
+                "window_mono": (mono_start, mono_end)}
+    if windows_mono is not None:
+        measured["windows_mono"] = windows_mono
+    return measured
+
+
+def make_wait(clock, scale, spin_s=SPIN_S):
+    """The paced loop's default wait(ticks): sleep until spin_s before `ticks` on `clock`, then
+    spin on it, so the frame is issued within a few microseconds of its scheduled time."""
+    def wait(target):
+        while True:
+            left = (target - clock()) * scale
+            if left <= 0:
+                return
+            if left > spin_s:
+                time.sleep(left - spin_s)
+                continue
+            while clock() < target:
+                pass
+            return
+    return wait
+
+
+def schedule(arrival, fps, seed):
+    """Frame arrival offsets in seconds from the first frame (which is at 0): periodic k / fps,
+    or poisson with exponential gaps of mean 1 / fps drawn from random.Random(seed). Endless."""
+    fps = float(fps)
+    if not fps > 0:
+        raise ValueError("paced mode needs target_fps above 0 (got %r)" % fps)
+    if arrival == "periodic":
+        return (k / fps for k in itertools.count())
+    if arrival == "poisson":
+        return _poisson(random.Random(seed), fps)
+    raise ValueError("unknown arrival %r (periodic or poisson)" % (arrival,))
+
+
+def _poisson(rng, fps):
+    t = 0.0
+    while True:
+        yield t
+        t += rng.expovariate(fps)
+
+
+def _paced(run, inputs, clock, scale, settings, wait, stage=None, staged=None):
+    """Mode paced: frames arrive on schedule(), the one synchronous backend serves them.
+
+    Before each frame: if its time is still to come, wait for it; with on_late "skip", when a
+    newer frame has already arrived, the older ones are dropped and the newest is served (as a
+    camera app takes the latest frame); with "queue" every frame is served in order, so the
+    latency from schedule grows with the queue. Each served frame: one clock read before and one
+    after the invoke (staging before the first read where the backend splits it), latency from
+    issue = their difference, from schedule = the end minus the frame's scheduled time (queueing
+    included: no coordinated omission). Late: served with a latency from schedule above
+    deadline_ms (0: the frame period). Runs until at least `runs` frames have been scheduled and
+    min_duration_s has passed, stopping (truncated) at max_duration_s or when the next frame is
+    scheduled past it. Frames whose time had come but were not served when the measurement
+    ended (the last overtaken one, a queue's backlog) count as dropped too, so that
+    frames = issued + dropped and miss_rate = (late + dropped) / frames.
+
+    Returns (latencies from issue in ms, issued, measured seconds, truncated, timing.paced).
+    """
+    fps = float(setting(settings, "target_fps"))
+    arrival = setting(settings, "arrival")
+    on_late = setting(settings, "on_late")
+    if on_late not in ("skip", "queue"):
+        raise ValueError("unknown on_late %r (skip or queue)" % (on_late,))
+    deadline_ms = float(setting(settings, "deadline_ms")) or 1000.0 / fps
+    offsets = schedule(arrival, fps, int(settings["input_seed"]))
+    min_runs = int(settings["runs"])
+    need_ticks = float(settings["min_duration_s"]) / scale
+    max_ticks = float(settings["max_duration_s"]) / scale
+    deadline_ticks = deadline_ms / 1000.0 / scale
+    skip = on_late == "skip"
+    pool = len(inputs)
+    issue, from_sched = [], []
+    dropped = late = 0
+    truncated = False
+
+    start = clock()
+    whole = isinstance(start, int)   # integer ticks stay integers: exact ms in the result
+
+    def at(offset):
+        ticks = offset / scale
+        return start + (int(round(ticks)) if whole else ticks)
+
+    # Scheduled times of the frames not yet served or dropped, in order, generated up to and
+    # including the first one still to come: ahead[0] is the next frame, `generated` - 1 the
+    # number of frames arrived so far.
+    ahead = collections.deque([at(next(offsets))])
+    generated = 1
+    now = start               # the latest clock read
+    while True:
+        while not ahead or ahead[-1] <= now:
+            ahead.append(at(next(offsets)))
+            generated += 1
+        elapsed = now - start
+        if generated - 1 >= min_runs and elapsed >= need_ticks:
+            break
+        cur = ahead[0]
+        if elapsed >= max_ticks or cur - start > max_ticks:
+            truncated = True
+            break
+        if cur > now:
+            wait(cur)
+        elif skip:
+            while len(ahead) > 1 and ahead[1] <= now:   # a newer frame has arrived
+                ahead.popleft()
+                dropped += 1
+            cur = ahead[0]
+        ahead.popleft()
+        x = inputs[len(issue) % pool]
+        if stage is None:
+            t0 = clock()
+            run(x)
+            t1 = clock()
+        else:
+            s0 = clock()
+            stage(x)
+            t0 = clock()
+            run()
+            t1 = clock()
+            staged.append(t0 - s0)
+        issue.append(t1 - t0)
+        lat = t1 - cur
+        from_sched.append(lat)
+        if lat > deadline_ticks:
+            late += 1
+        now = t1
+    frames = generated - 1               # every frame generated but the one still to come
+    pending = len(ahead) - 1             # arrived, never served
+    measure_s = (now - start) * scale
+    latencies = _to_ms(issue, scale)
+    del issue
+    from_schedule = _to_ms(from_sched, scale)
+    del from_sched
+    issued = len(latencies)
+    paced = {
+        "target_fps": fps, "arrival": arrival, "deadline_ms": deadline_ms, "on_late": on_late,
+        "frames": frames, "issued": issued, "dropped": dropped + pending, "late": late,
+        "miss_rate": float(late + dropped + pending) / frames if frames else None,
+        "achieved_fps": issued / measure_s if measure_s > 0 else None,
+        "from_schedule": latency_summary(from_schedule),
+        "from_issue": latency_summary(latencies),
+        "latencies_from_schedule_ms": from_schedule,
+    }
+    return latencies, issued, measure_s, truncated, paced
+
+
+def latency_summary(values_ms):
+    """A dict of schema.LATENCY_SUMMARY_FIELDS (n, mean, p50, p90, p99, max) of `values_ms`;
+    every field but n None when there are none."""
+    values = sorted(values_ms)
+    n = len(values)
+    out = {"n": n, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
+    if n:
+        out["mean"] = math.fsum(values) / n
+        for p in (50, 90, 99):
+            out["p%d" % p] = stats.percentile_sorted(values, p)
+        out["max"] = values[-1]
+    return out
+
+
+def _sustained(run, inputs, clock, scale, settings, est, mono_start, stage=None, staged=None):
+    """Mode sustained: back-to-back for exactly duration_s (runs, min_duration_s and
+    max_duration_s do not apply; the suite checks case_timeout_s > duration_s), in windows on
+    the grid of window_s from the measurement's start. Chunks are sized to end at the next
+    boundary (at most one invoke past it when the latency is steady); the read that closes a
+    window opens the next, so windows are contiguous. An invoke longer than a window makes a
+    longer row (the next one starts at the next boundary past it). Each window's raw ticks
+    become ms in the one latency list as soon as the window closes.
+
+    Returns (latencies ms, count, measured seconds, timing.windows rows,
+    [(start, end) of each row on time.monotonic()]), the monotonic ends mapped from `clock`
+    through mono_start, read just before the measurement's first clock read.
+    """
+    duration_s = float(setting(settings, "duration_s"))
+    window_s = float(setting(settings, "window_s"))
+    dur_ticks = duration_s / scale
+    win_ticks = window_s / scale
+    chunk_ticks = CHUNK_TARGET_S / scale
+    pool = len(inputs)
+    latencies, rows, mono = [], [], []
+    chunks = []
+    done = 0
+    tick_est = max(est, 1e-12)
+    start = clock()
+    elapsed = 0
+    w_start = 0
+    bound = min(win_ticks, dur_ticks)
+    while elapsed < dur_ticks:
+        n = _chunk_size(0, 1, elapsed, bound, float("inf"), chunk_ticks, tick_est)
+        buf = [0] * n
+        sbuf = [0] * n if stage is not None else None
+        _timed_chunk(run, inputs, done % pool, n, clock, buf, stage, sbuf)
+        now = clock() - start
+        if sbuf is not None and staged is not None:
+            staged.extend(sbuf)
+        done += n
+        # The last chunk's wall time per invoke: a latency that steps up resizes the next chunk.
+        tick_est = max(float(now - elapsed) / n, 1e-12)
+        elapsed = now
+        chunks.append(buf)
+        if elapsed < bound:
+            continue
+        raw = list(itertools.chain.from_iterable(chunks))
+        chunks = []
+        rows.append(_window_row(raw, w_start * scale, elapsed * scale, scale))
+        mono.append((mono_start + w_start * scale, mono_start + elapsed * scale))
+        latencies.extend(_to_ms(raw, scale))
+        del raw
+        w_start = elapsed
+        # The next grid boundary past this read (the 1e-9 keeps a float clock's k*window - eps
+        # from opening a window of one invoke).
+        bound = min((math.floor(elapsed / win_ticks + 1e-9) + 1) * win_ticks, dur_ticks)
+    return latencies, done, elapsed * scale, rows, mono
+
+
+def _window_row(raw, start_s, end_s, scale):
+    """One timing.windows row (schema.WINDOW_FIELDS) of a window's raw ticks; the telemetry
+    columns are None here (the worker fills them from the sampler with windows_mono)."""
+    values = sorted(raw)
+    n = len(values)
+    p50 = stats.percentile_sorted(values, 50) if n else None
+    p99 = stats.percentile_sorted(values, 99) if n >= WINDOW_P99_MIN_SAMPLES else None
+    return {"start_s": start_s, "end_s": end_s, "n": n,
+            "p50": _tick_ms(p50, scale), "p99": _tick_ms(p99, scale),
+            "temp_max_c": None, "freq_min_mhz": None, "power_w": None, "throttled": None}
+
+
+def _tick_ms(value, scale):
+    if value is None:
+        return None
+    return value / 1e6 if scale == 1e-9 else value * scale * 1000.0
+
+
+def _sustained_block(settings, windows):
+    """timing.sustained (schema.SUSTAINED_FIELDS): drift = last window's p50 / first's - 1
+    (None with fewer than two windows); the onset fields stay None until the worker has the
+    telemetry columns (sustained_onset)."""
+    drift = None
+    if len(windows) >= 2 and windows[0]["p50"] and windows[-1]["p50"] is not None:
+        drift = windows[-1]["p50"] / windows[0]["p50"] - 1.0
+    return {"duration_s": float(setting(settings, "duration_s")),
+            "window_s": float(setting(settings, "window_s")), "drift": drift,
+            "throttle_onset_s": None, "onset_reason": None}
+
+
+def sustained_onset(windows):
+    """(start_s, reason) of the first window with a throttle flag or a lowest CPU frequency more
+    than ONSET_FREQ_DROP below the first window's (the first window that has one), e.g.
+    (120.0, "CPU frequency 1500 -> 1200 MHz"); (None, None) when no window shows either."""
+    base = None
+    for row in windows:
+        if row.get("throttled") is True:
+            return row.get("start_s"), "throttle flag"
+        freq = row.get("freq_min_mhz")
+        if freq is None:
+            continue
+        if base is None:
+            base = freq
+        elif freq < base * (1.0 - ONSET_FREQ_DROP):
+            return row.get("start_s"), "CPU frequency %.0f -> %.0f MHz" % (base, freq)
+    return None, None
 
 
 def _to_ms(raw, scale):
@@ -267,12 +570,24 @@ def validity(timing, settings, extra_reasons=()):
     throttling, background load), on too few runs or truncation, and, only where a suite sets
     cv_max above 0, on a CV above it. A device with fast and slow phases but a steady p50 is
     VALID. A percentile without enough samples is a note (reported as empty, never a number).
+
+    The verdict is on the from-issue latencies (timing.latencies_ms) in every mode. Paced: the
+    runs minimum is on frames scheduled, and the miss rate is a note (paced_note); sustained:
+    runs does not apply (the case measures for duration_s).
     """
     reasons = list(extra_reasons)
     summary = timing.get("summary") or {}
     latencies = timing.get("latencies_ms") or []
     n = timing.get("runs") or 0
-    if n < int(settings["runs"]):
+    paced = timing.get("paced")
+    if paced:
+        # `runs` is a minimum of frames scheduled: dropped frames are the miss rate's business.
+        frames = paced.get("frames") or 0
+        if frames < int(settings["runs"]):
+            reasons.append("only %d frames scheduled, %d required"
+                           % (frames, int(settings["runs"])))
+    elif timing.get("sustained") is None and n < int(settings["runs"]):
+        # (sustained measures for duration_s: runs does not apply)
         reasons.append("only %d runs measured, %d required" % (n, int(settings["runs"])))
     p50 = summary.get("p50")
     ci = stats.median_ci(sorted(latencies)) if latencies else None
@@ -305,6 +620,20 @@ def validity(timing, settings, extra_reasons=()):
                        % float(settings["max_duration_s"]))
     notes = ["conservative %s not established with %d samples" % (key, n)
              for key in stats.not_established(n)]
+    if paced:
+        notes.append(paced_note(paced))
     return {"status": "INVALID" if reasons else "VALID", "reasons": reasons, "notes": notes,
             "p50_ci_ms": list(ci) if ci is not None else None, "p50_ci_rel": ci_rel,
             "drift": moved}
+
+
+def paced_note(paced):
+    """'paced 100 fps: miss rate 0.4% (late 3, dropped 1 of 1000 frames), p50 from schedule
+    5.12 ms' for a timing.paced block."""
+    rate = paced.get("miss_rate")
+    p50 = (paced.get("from_schedule") or {}).get("p50")
+    return ("paced %s fps: miss rate %s (late %d, dropped %d of %d frames), p50 from schedule %s"
+            % (schema.number_text(paced.get("target_fps")),
+               "%.1f%%" % (rate * 100.0) if rate is not None else "n/a",
+               paced.get("late") or 0, paced.get("dropped") or 0, paced.get("frames") or 0,
+               "%.4g ms" % p50 if p50 is not None else "n/a"))
