@@ -140,3 +140,13 @@ def free_bytes(path):
     """Bytes an unprivileged process may still write in path's filesystem (statvfs f_bavail)."""
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+SYS_ROOT_ENV = "BENCHFLEET_SYS_ROOT"
+
+
+def sys_root():
+    """The folder under which the agent reads /sys and /proc for readiness, cool-downs and
+    telemetry: "/" on a device. Tests point BENCHFLEET_SYS_ROOT at a fake tree they keep
+    changing, so the real agent reads a live fake device."""
+    return os.environ.get(SYS_ROOT_ENV) or "/"

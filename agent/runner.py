@@ -244,7 +244,9 @@ def _existing_result(path, nonce):
 def thermal_wait(cfg, baseline, root="/", sleep=time.sleep, clock=time.monotonic):
     """Cool-down per job.cooldown (every key of schema.DEFAULT_COOLDOWN): none, fixed (sleep),
     thermal (every zone within delta_c of the run-start baseline, polled, at most max_wait_s;
-    no zones -> fixed seconds). Returns a record."""
+    no zones -> fixed seconds; then rewarm_s of busy CPU). Returns a record: settled is False
+    when a zone was still above baseline + delta_c at the deadline (the case is then INVALID),
+    with the zones that were (`hot`)."""
     mode = cfg["mode"]
     seconds = float(cfg["seconds"])
     record = {"mode": mode, "waited_s": 0.0, "baseline_c": baseline, "temps_c": None}
@@ -254,9 +256,11 @@ def thermal_wait(cfg, baseline, root="/", sleep=time.sleep, clock=time.monotonic
         deadline = start + float(cfg["max_wait_s"])
         while True:
             temps = worker.thermal_temps(root)
-            hot = [z for z, t in temps.items() if z in baseline and t > baseline[z] + delta]
+            hot = sorted(z for z, t in temps.items() if z in baseline and t > baseline[z] + delta)
             if not hot or clock() >= deadline:
-                record.update(temps_c=temps, settled=not hot)
+                record.update(temps_c=temps, settled=not hot, delta_c=delta)
+                if hot:
+                    record["hot"] = hot
                 break
             sleep(min(THERMAL_POLL_S, max(0.0, deadline - clock())))
     elif mode in ("fixed", "thermal"):
@@ -265,7 +269,63 @@ def thermal_wait(cfg, baseline, root="/", sleep=time.sleep, clock=time.monotonic
         sleep(seconds)
         record["temps_c"] = worker.thermal_temps(root)
     record["waited_s"] = round(clock() - start, 3)
+    if mode == "thermal":
+        record["rewarm_s"] = rewarm(float(cfg.get("rewarm_s") or 0.0), clock)
     return record
+
+
+def rewarm(seconds, clock=time.monotonic):
+    """Keep one CPU busy for `seconds` (after a thermal wait the governor has let the clocks fall;
+    the case's own warm-up then starts from a device that is awake). Returns the seconds spent."""
+    start = clock()
+    end = start + seconds
+    x = 0
+    while clock() < end:
+        for i in range(1000):
+            x += i
+    return round(clock() - start, 3)
+
+
+def cpu_busy_share(root="/", interval_s=0.5, sleep=time.sleep):
+    """The share of CPU time that was not idle over `interval_s` (from /proc/stat), or None."""
+    def read():
+        text = fsutil.read_text(os.path.join(root, "proc/stat")) or ""
+        for line in text.splitlines():
+            if line.startswith("cpu "):
+                try:
+                    values = [int(v) for v in line.split()[1:]]
+                except ValueError:
+                    return None
+                idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+                return sum(values), idle
+        return None
+    first = read()
+    sleep(interval_s)
+    second = read()
+    if not first or not second or second[0] <= first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return max(0.0, min(1.0, 1.0 - float(idle) / total))
+
+
+BUSY_SHARE = 0.5   # a device busier than this when a thermal run starts is not idle
+
+
+def thermal_baseline(cfg, root="/", sleep=time.sleep, clock=time.monotonic):
+    """The idle temperatures a thermal cool-down returns to, taken when the run starts. A device
+    that is busy then (more than BUSY_SHARE of its CPU time) is not idle: wait, polling, until
+    it is quiet (at most max_wait_s), then measure again. Returns (baseline, facts)."""
+    baseline = worker.thermal_temps(root)
+    facts = {"busy_share": cpu_busy_share(root, sleep=sleep)}
+    if facts["busy_share"] is None or facts["busy_share"] <= BUSY_SHARE or not baseline:
+        return baseline, facts
+    deadline = clock() + float(cfg["max_wait_s"])
+    share = facts["busy_share"]
+    while share is not None and share > BUSY_SHARE and clock() < deadline:
+        sleep(min(THERMAL_POLL_S, max(0.0, deadline - clock())))
+        share = cpu_busy_share(root, sleep=sleep)
+    facts.update(remeasured=True, busy_share_after=share, first_c=baseline)
+    return worker.thermal_temps(root), facts
 
 
 _FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -384,7 +444,9 @@ class Runner(object):
 
     def run_cases(self):
         cases, cfg, out = self.job["cases"], self.job["cooldown"], self.out_dir
-        baseline = worker.thermal_temps() if cfg["mode"] == "thermal" else {}
+        root = fsutil.sys_root()
+        baseline, facts = thermal_baseline(cfg, root) if cfg["mode"] == "thermal" else ({}, {})
+        idle = IdleMeter(cases)
         ran_before = False
         for index, case in enumerate(cases):
             info = {"case_id": case["case_id"], "label": case.get("label"), "index": index,
@@ -395,13 +457,61 @@ class Runner(object):
                 continue
             cooldown = {"mode": cfg["mode"], "waited_s": 0.0, "first": True}
             if ran_before and cfg["mode"] != "none":
-                cooldown = thermal_wait(cfg, baseline)
+                idle.start()
+                try:
+                    cooldown = thermal_wait(cfg, baseline, root)
+                finally:
+                    cooldown["idle_power_w"] = idle.stop()
                 _event(out, "cooldown", case_id=case["case_id"], waited_s=cooldown["waited_s"])
+            elif not ran_before and facts:
+                cooldown["baseline"] = facts
             check_free_space(self.workdir)
             _event(out, "case_start", **info)
             doc = self.run_worker(case, cooldown)
             ran_before = True
             _event(out, "case_end", status=doc["status"], p50_ms=_p50(doc), **info)
+
+
+class IdleMeter(object):
+    """Idle power sampled during each cool-down (docs/METHOD.md "Telemetry and energy"): the
+    device's power sources, read by a sampler while the supervisor waits. Nothing runs on a
+    device without a power source or when no case asks for telemetry (interval_ms 0)."""
+
+    def __init__(self, cases):
+        intervals = [float(c["settings"].get("interval_ms", schema.DEFAULT_SETTINGS["interval_ms"]))
+                     for c in cases]
+        self.interval_ms = min([i for i in intervals if i > 0] or [0])
+        self.sources = None
+        self.sampler = None
+        self.started = None
+
+    def start(self):
+        if not self.interval_ms:
+            return
+        try:
+            from agent import telemetry
+            if self.sources is None:
+                found, _ = telemetry.discover(fsutil.sys_root())
+                self.sources = [s for s in found if s.kind in ("power", "energy", "gpu")]
+            if self.sources:
+                self.sampler = telemetry.Sampler(self.sources, self.interval_ms)
+                self.started = time.monotonic()
+                self.sampler.start()
+        except Exception as exc:   # idle power is a figure: it never costs the run
+            sys.stderr.write("agent: idle power sampling unavailable: %r\n" % (exc,))
+            self.interval_ms, self.sampler = 0, None
+
+    def stop(self):
+        """{source: mean watts} over the wait, or None."""
+        sampler, self.sampler = self.sampler, None
+        if sampler is None:
+            return None
+        try:
+            sampler.stop()
+            return sampler.idle_power(self.started, time.monotonic()) or None
+        except Exception as exc:
+            sys.stderr.write("agent: idle power sampling failed: %r\n" % (exc,))
+            return None
 
 
 def _kill_group(pgid):

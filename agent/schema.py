@@ -39,7 +39,10 @@ PRECISIONS = catalog.PRECISIONS
 COOLDOWN_MODES = ("none", "fixed", "thermal")
 # Between cases (docs/METHOD.md step 8): the seed's protocol is a fixed 120 s; thermal waits until
 # every zone is within delta_c of its idle baseline, at most max_wait_s.
-DEFAULT_COOLDOWN = {"mode": "fixed", "seconds": 120.0, "delta_c": 3.0, "max_wait_s": 600.0}
+# A thermal wait ends with rewarm_s of busy CPU in the supervisor (an idle device wakes slowly: its
+# governor has dropped the clocks), before the case's own warm-up.
+DEFAULT_COOLDOWN = {"mode": "fixed", "seconds": 120.0, "delta_c": 3.0, "max_wait_s": 600.0,
+                    "rewarm_s": 2.0}
 DEFAULT_WORKDIR = "~/.benchfleet"   # a device's folder when its inventory entry names none
 
 # Percentiles reported, and the minimum sample counts docs/METHOD.md asks for before a conservative
@@ -112,7 +115,7 @@ MIN_INTERVAL_MS = 10.0
 # Cool-down numbers: (lowest, whether the lowest itself is allowed, highest allowed).
 COOLDOWN_LIMITS = {
     "seconds": (0.0, True, 3600.0), "delta_c": (0.0, False, 100.0),
-    "max_wait_s": (0.0, False, 3600.0),
+    "max_wait_s": (0.0, False, 3600.0), "rewarm_s": (0.0, True, 600.0),
 }
 MAX_THREADS = 1024          # threads of one case
 MAX_CPU_INDEX = 4095        # an affinity's CPU numbers

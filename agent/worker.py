@@ -269,12 +269,17 @@ def _measure(job_path, job, case, doc, out_dir=None):
     runtime = case.get("runtime") or {}
     env = doc["environment"]
     env["affinity"] = harness.apply_affinity(runtime.get("affinity"))
-    env["readiness"] = readiness()
+    env["readiness"] = readiness(fsutil.sys_root())
     backend = _backend(job_path, job, case)
     doc["runtime"]["options"] = _jsonable(backend.options)  # with the defaults it ran with
     backend.workdir = fsutil.workdir_for_job(job_path)  # device-side build caches: WORKDIR/cache
+    sampler = _start_sampler(case["settings"], doc)
     try:
-        measured = harness.run_measurement(backend, case["settings"])
+        try:
+            measured = harness.run_measurement(backend, case["settings"])
+        finally:
+            if sampler is not None:
+                sampler.stop()
         facts = backend.describe() or {}
         env["artifacts"], refused = keep_artifacts(backend, out_dir, case.get("case_id"),
                                                    with_refused=True)
@@ -282,7 +287,7 @@ def _measure(job_path, job, case, doc, out_dir=None):
             env["artifacts_refused"] = refused
     finally:
         backend.close()
-    env["readiness_after"] = readiness()
+    env["readiness_after"] = readiness(fsutil.sys_root())
     for key in ("version", "delegate", "provider"):
         doc["runtime"][key] = facts.get(key)
     if facts.get("providers_missing"):  # asked for but silently not used (onnxruntime)
@@ -292,7 +297,13 @@ def _measure(job_path, job, case, doc, out_dir=None):
     env["backend"] = _jsonable({k: v for k, v in facts.items() if k not in _LIFTED_FACTS})
     doc["timing"] = measured["timing"]
     doc["memory"] = measured["memory"]
-    extra = []
+    extra = _telemetry(sampler, measured, case["settings"], doc)
+    if doc["cooldown"].get("settled") is False:
+        extra.append("not settled: the thermal cool-down ended at its %g s limit with %s still "
+                     "above the idle baseline + %g C (raise cooldown.max_wait_s, or cool the "
+                     "device)" % (float(doc["cooldown"].get("waited_s") or 0.0),
+                                  ", ".join(doc["cooldown"].get("hot") or ["a zone"]),
+                                  float(doc["cooldown"].get("delta_c") or 0.0)))
     if env["affinity"]["requested"] is not None and env["affinity"]["applied"] is None:
         extra.append("affinity not applied: %s" % env["affinity"]["reason"])
     extra.extend(throttle_reasons(env["readiness"], env["readiness_after"]))
@@ -307,6 +318,62 @@ def _measure(job_path, job, case, doc, out_dir=None):
             % measured["extended_s"])
     for name, why in sorted((env.get("artifacts_refused") or {}).items()):
         doc["validity"].setdefault("notes", []).append("kept file %s not kept: %s" % (name, why))
+
+
+def _start_sampler(settings, doc):
+    """The telemetry sampler for this case (docs/METHOD.md "Telemetry and energy"), running;
+    None with interval_ms 0. Discovery problems become notes in the result, never a failure."""
+    interval = float(harness.setting(settings, "interval_ms"))
+    if interval <= 0:
+        return None
+    try:
+        from agent import telemetry
+        sources, notes = telemetry.discover(fsutil.sys_root())
+        if notes:
+            doc["environment"]["telemetry_notes"] = [str(n)[:500] for n in notes][:20]
+        sampler = telemetry.Sampler(sources, interval)
+        sampler.start()
+    except Exception as exc:   # telemetry is beside the measurement: it never costs the case
+        traceback.print_exc()
+        doc["telemetry"] = {"interval_ms": interval, "error": "sampler not started: %s: %s"
+                            % (type(exc).__name__, exc)}
+        return None
+    return sampler
+
+
+def _telemetry(sampler, measured, settings, doc):
+    """Fill doc["telemetry"] (and a sustained case's per-window columns) from the sampler, over
+    the measured window; returns the INVALID reasons it finds (throttling seen by the sampler)."""
+    if sampler is None:
+        return []
+    try:
+        return _fill_telemetry(sampler, measured, settings, doc)
+    except Exception as exc:
+        traceback.print_exc()
+        doc["telemetry"] = {"interval_ms": float(harness.setting(settings, "interval_ms")),
+                            "error": "telemetry not summarized: %s: %s" % (type(exc).__name__, exc)}
+        return []
+
+
+def _fill_telemetry(sampler, measured, settings, doc):
+    t0, t1 = measured["window_mono"]
+    idle = (doc.get("cooldown") or {}).get("idle_power_w")
+    timing = doc["timing"]
+    record = sampler.record(t0, t1, timing["runs"], idle_power_w=idle if isinstance(idle, dict)
+                            else None, subtract_idle=bool(harness.setting(settings,
+                                                                          "subtract_idle")))
+    doc["telemetry"] = _jsonable(record)
+    for row, (w0, w1) in zip(timing.get("windows") or [], measured.get("windows_mono") or []):
+        row.update(_jsonable(sampler.window_stats(w0, w1)))
+    if timing.get("sustained") is not None and timing.get("windows"):
+        onset, why = harness.sustained_onset(timing["windows"])
+        timing["sustained"].update(throttle_onset_s=onset, onset_reason=why)
+    if (record.get("summary") or {}).get("throttled"):
+        names = [s["name"] for s in record.get("sources") or []
+                 if s.get("kind") in ("throttle", "gpu")]
+        return ["throttling during the measured window (seen by the telemetry sampler: %s)"
+                % (", ".join(names) or "a throttle source")]
+    return []
 
 
 def _cooldown_record():

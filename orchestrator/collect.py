@@ -399,7 +399,7 @@ class RunPoller:
         if mode in ("fixed", "thermal"):
             wait = float(cfg.get("seconds") or 0.0)
         if mode == "thermal":
-            wait = max(wait, float(cfg.get("max_wait_s") or 0.0))
+            wait = max(wait, float(cfg.get("max_wait_s") or 0.0)) + float(cfg.get("rewarm_s") or 0.0)
         if self.events_off:  # case_start is no longer seen: a running case looks like a gap
             wait += max(float(c["settings"].get("case_timeout_s", 1800.0))
                         for c in self.cases.values())

@@ -65,7 +65,9 @@ class Plan:
     def estimate_s(self, dplan):
         """Least wall time of one device: warm-up and measurement minimums plus cool-downs."""
         run = dplan.runnable
-        per_case = sum(c.settings["warmup_min_s"] + c.settings["min_duration_s"] for c in run)
+        per_case = sum(c.settings["warmup_min_s"] + (
+            c.settings["duration_s"] if c.settings["mode"] == "sustained"
+            else c.settings["min_duration_s"]) for c in run)
         cooldown = self.suite.cooldown
         pause = cooldown.seconds if cooldown.mode == "fixed" else 0.0
         return per_case + pause * max(0, len(run) - 1)
@@ -74,8 +76,8 @@ class Plan:
         """The listing of `benchfleet plan`: per device each case RUN or SKIP, then totals."""
         cd = self.suite.cooldown
         pause = {"none": "none", "fixed": "fixed %g s" % cd.seconds,
-                 "thermal": "thermal (within %g C, at most %g s; not in estimates)"
-                 % (cd.delta_c, cd.max_wait_s)}[cd.mode]
+                 "thermal": "thermal (within %g C, at most %g s, then %g s re-warm; not in "
+                 "estimates)" % (cd.delta_c, cd.max_wait_s, cd.rewarm_s)}[cd.mode]
         lines = ["suite %s (%s): %d device(s)" % (self.suite.name, self.suite.source or "-",
                                                    len(self.devices)),
                  "cool-down between cases: %s" % pause]

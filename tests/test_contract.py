@@ -110,3 +110,45 @@ def test_fresh_agent_outputs_pass_both_checks(tmp_path):
         assert both_checks(doc) == ([], None), case["case_id"]
         seen.add(doc["status"])
     assert seen == set(schema.STATUSES)
+
+
+V1 = sorted((GOLDEN / "v1").glob("result-*.json"))
+
+
+@pytest.mark.parametrize("path", V1, ids=lambda p: p.stem)
+def test_version_1_results_migrate_and_pass_both_checks(path):
+    """Results of schema 1 (an interrupted run resumed by a newer controller, an old results
+    folder) are migrated when read: the agent's check refuses the old version as it is, the
+    migrated document passes both checks, and nothing measured changes."""
+    old = json.loads(path.read_text())
+    assert old["schema_version"] == 1
+    assert any(p.startswith("schema_version") for p in schema.check_result(old))
+    new = schema.migrate_result(old)
+    assert new["schema_version"] == schema.SCHEMA_VERSION and old["schema_version"] == 1
+    assert both_checks(new) == ([], None)
+    assert records.parse_result(json.dumps(old)).schema_version == schema.SCHEMA_VERSION
+    assert records.from_doc(old).to_doc()["timing"] == old["timing"]
+    if old["status"] == "ok":
+        assert new["validity"]["status"] == old["validity"]["status"]
+        assert new["timing"]["latencies_ms"] == old["timing"]["latencies_ms"]
+
+
+def test_migration_fills_the_validity_figures_from_the_latencies():
+    old = json.loads((GOLDEN / "v1" / "result-ok1.json").read_text())
+    for key in ("p50_ci_ms", "p50_ci_rel", "drift"):
+        old["validity"].pop(key, None)
+    new = schema.migrate_result(old)
+    from agent import stats
+    values = sorted(old["timing"]["latencies_ms"])
+    assert new["validity"]["p50_ci_ms"] == list(stats.median_ci(values))
+    assert new["validity"]["drift"] == stats.drift(old["timing"]["latencies_ms"])
+    assert any("migrated from result schema 1" in n for n in new["validity"]["notes"])
+    assert "p50_ci_ms" not in old["validity"]   # the caller's document is left as it was
+
+
+def test_unknown_versions_are_not_migrated():
+    doc = json.loads((GOLDEN / "result-ok1.json").read_text())
+    for version in (0, 99, "1", True):
+        bad = dict(doc, schema_version=version)
+        assert schema.migrate_result(bad) is bad
+        assert schema.check_result(bad)

@@ -105,7 +105,49 @@ NUMERIC = [
      "0 to 4095"),
     ("synthetic-ms-1e12", {"models": [{"name": "spin", "synthetic_ms": 1e12}]},
      "models[0].synthetic_ms", "60000"),
+    ("rewarm-1e9", {"cooldown": {"mode": "thermal", "rewarm_s": 1e9}}, "cooldown.rewarm_s",
+     "0 to 600"),
+    ("target-fps-1e9", {"settings": {"mode": "paced", "target_fps": 1e9}},
+     "settings.target_fps", "0 to 10000"),
+    ("duration-1e9", {"settings": {"mode": "sustained", "duration_s": 1e9}},
+     "settings.duration_s", "43200"),
+    ("interval-1e9", {"settings": {"interval_ms": 1e9}}, "settings.interval_ms", "0 to 60000"),
 ]
+
+
+# The modes' rules across settings (agent.schema.mode_problems, the agent checks them too).
+MODE_RULES = [
+    ("paced-without-fps", {"settings": {"mode": "paced"}}, "settings.target_fps",
+     "needs target_fps above 0"),
+    ("entry-paced-without-fps", {"matrix": entry(settings={"mode": "paced"})},
+     "matrix[0].settings.target_fps", "needs target_fps above 0"),
+    ("window-longer-than-run", {"settings": {"mode": "sustained", "duration_s": 20,
+                                             "window_s": 30, "case_timeout_s": 100}},
+     "settings.window_s", "longer than duration_s"),
+    ("sustained-past-timeout", {"settings": {"mode": "sustained", "duration_s": 3000}},
+     "settings.case_timeout_s", "must exceed duration_s"),
+    ("interval-5ms", {"settings": {"interval_ms": 5}}, "settings.interval_ms", "at least 10 ms"),
+    ("mode-typo", {"settings": {"mode": "pace"}}, "settings.mode", "back_to_back"),
+    ("arrival-typo", {"settings": {"mode": "paced", "target_fps": 30, "arrival": "random"}},
+     "settings.arrival", "poisson"),
+]
+
+
+@pytest.mark.parametrize("fields,field,words", [c[1:] for c in MODE_RULES],
+                         ids=[c[0] for c in MODE_RULES])
+def test_mode_rules_name_file_field_and_fix(tmp_path, fields, field, words):
+    path = suite_with(tmp_path, "s", **fields)
+    lines = problems(load_suite, path)
+    assert any(l.startswith("%s: %s" % (path, field)) and words in l for l in lines), lines
+
+
+def test_agent_refuses_the_same_mode_rules_in_a_job():
+    from agent import schema
+    case = {"settings": dict(schema.DEFAULT_SETTINGS, mode="paced")}
+    assert any(p.startswith("cases[0].settings.target_fps: mode paced needs")
+               for p in schema.check_case(case))
+    good = dict(schema.DEFAULT_SETTINGS, mode="sustained", duration_s=60.0)
+    assert schema.mode_problems(good) == []
 
 
 @pytest.mark.parametrize("fields,field,allowed", [c[1:] for c in NUMERIC],

@@ -386,7 +386,7 @@ def test_nightly_suite_validates():
     from orchestrator.config.suite import load_suite
     suite = load_suite(ROOT / "suites" / "nightly.yaml")
     assert suite.cooldown.model_dump() == {"mode": "thermal", "delta_c": 3.0, "max_wait_s": 600.0,
-                                           "seconds": 120.0}
+                                           "seconds": 120.0, "rewarm_s": 2.0}
     assert suite.devices is None or not suite.devices
     assert {m.builtin for m in suite.models} == {"movenet-thunder", "movenet-lightning"}
 

@@ -38,7 +38,7 @@ def test_example_suites_load_cleanly():
     movenet = load_suite(REPO / "suites" / "movenet.yaml")
     assert movenet.settings_for(movenet.matrix[0])["runs"] == 2000
     assert movenet.cooldown.model_dump() == {"mode": "fixed", "seconds": 120.0, "delta_c": 3.0,
-                                             "max_wait_s": 600.0}
+                                             "max_wait_s": 600.0, "rewarm_s": 2.0}
 
 
 def test_quickstart_fits_in_about_a_minute():

@@ -58,9 +58,10 @@ def workdir_writer(tmp_path):
     return write_job
 
 
-def run_agent(args, timeout=120, **kwargs):
-    """`python -m agent ARGS` from the repository tree, as the supervisor would be started."""
-    env = dict(os.environ, PYTHONPATH=REPO)
+def run_agent(args, timeout=120, extra_env=None, **kwargs):
+    """`python -m agent ARGS` from the repository tree, as the supervisor would be started
+    (extra_env: variables added to its environment, e.g. BENCHFLEET_SYS_ROOT)."""
+    env = dict(os.environ, PYTHONPATH=REPO, **(extra_env or {}))
     return subprocess.run([sys.executable, "-m", "agent"] + list(args), cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           timeout=timeout, **kwargs)
