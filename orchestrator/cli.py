@@ -215,6 +215,73 @@ def cmd_devices_status(args) -> int:
     return EXIT_FAILED if any(s.get("error") for s in states.values()) else EXIT_OK
 
 
+def cmd_energy_attach(args) -> int:
+    from orchestrator.energy import attach
+    done = attach(args.run_dir, args.meter, fmt=args.format, device=args.device, start=args.start,
+                  voltage=args.voltage, subtract_idle=args.subtract_idle)
+    for line in done.warnings:
+        print(_shown("warning: %s" % line), file=sys.stderr)
+    if args.json:
+        _print_json(done.to_json())
+        return EXIT_OK
+    print(_shown("%s: %s, %d row(s) spanning %.1f s" % (
+        done.meter.path, done.meter.method, len(done.meter.t),
+        done.meter.span[1] - done.meter.span[0])))
+    for line in done.lines:
+        print(_shown("  " + line))
+    tables = "results.csv and comparison.md rewritten" if done.tables else "tables not rewritten"
+    print(_shown("%d result(s) of %s given meter energy, %d not covered by the log; %s (%s)" % (
+        len(done.changed), done.device, len(done.uncovered), tables, args.run_dir)))
+    return EXIT_OK
+
+
+def _unix_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value == value or value < 1e8 or value == float("inf"):
+        raise argparse.ArgumentTypeError("expected unix seconds (e.g. 1767225600.25), got %r"
+                                         % text)
+    return value
+
+
+def _volts(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1000:
+        raise argparse.ArgumentTypeError("expected the supply voltage in volts (e.g. 5.0), got %r"
+                                         % text)
+    return value
+
+
+def _energy_parser(sub):
+    from orchestrator.energy import FORMATS
+    energy = sub.add_parser("energy", help="attach an external power meter's log to a run")
+    esub = energy.add_subparsers(dest="energy_verb", required=True, metavar="ACTION")
+    p = _with_json(esub.add_parser(
+        "attach", help="fill energy from a meter log (PPK2, Monsoon, CSV) into every ok result "
+                       "of a device whose measured window it covers; rewrite the tables"),
+        "what was attached")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--meter", required=True, metavar="FILE.csv", help="the meter's log")
+    p.add_argument("--format", choices=FORMATS, help="default: guessed from the header (ppk2: "
+                   "Timestamp(ms),Current(uA); monsoon: Time(s),Main(mA),Main Voltage(V); csv: "
+                   "a unix time column and power, or current and voltage)")
+    p.add_argument("--device", metavar="NAME", help="the device the meter measured (default: the "
+                   "run's only device)")
+    p.add_argument("--start", type=_unix_seconds, metavar="UNIX_SECONDS",
+                   help="the unix time (this machine's clock) of the log's first row; needed for "
+                        "ppk2 and monsoon, whose times are from the log's start")
+    p.add_argument("--voltage", type=_volts, metavar="V", help="the supply voltage, for a log "
+                   "of current only (needed for ppk2)")
+    p.add_argument("--subtract-idle", action="store_true", help="energy above the meter's mean "
+                   "power over the cool-down before each case")
+    p.set_defaults(func=cmd_energy_attach)
+
+
 def cmd_models_build(args) -> int:
     from orchestrator.models.build import build_variants
     return build_variants(args.source, args.variants, args.representative, args.out)
@@ -318,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "to finish the ones that did not"), "every run")
     p.add_argument("--results-dir", default="results", help="default results/")
     p.set_defaults(func=cmd_runs)
+
+    _energy_parser(sub)
 
     models = sub.add_parser("models", help="build model variants ahead of a run")
     msub = models.add_subparsers(dest="models_verb", required=True, metavar="ACTION")

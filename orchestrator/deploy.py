@@ -109,7 +109,33 @@ def upload_missing(transport, workdir, wanted):
 LAUNCH_MISSING = 91   # launch_script's exit code when files are missing (they are named)
 
 
-def launch_script(workdir, run_id, size, files, argv, env=None):
+def clock_line(python=None, env=None):
+    """One sh line printing `clock <seconds> <how>`: the device's wall clock (unix seconds) by
+    `date +%s.%N`, or, where date has no nanoseconds (BusyBox without them, macOS), by
+    `python -c time.time()` with the device's Python. Nothing to parse when neither works."""
+    from orchestrator.transport.base import command_line
+    fallback = ""
+    if python:
+        code = "import time; print('%.6f' % time.time())"
+        fallback = "t=$(%s 2>/dev/null) && m=python || t=" % command_line([python, "-c", code], env)
+    return ("t=$(date +%%s.%%N 2>/dev/null); m=date; case \"$t\" in ''|*[!0-9.]*|*.) %s;; esac; "
+            "[ -n \"$t\" ] && printf 'clock %%s %%s\\n' \"$t\" \"$m\"" % (fallback or "t="))
+
+
+def parse_clock(stdout):
+    """(device unix seconds, how) from what clock_line printed, or None."""
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "clock" and parts[2] in ("date", "python"):
+            try:
+                value = float(parts[1])
+            except ValueError:
+                return None
+            return (value, parts[2]) if value == value and 1e8 < value < 1e11 else None
+    return None
+
+
+def launch_script(workdir, run_id, size, files, argv, env=None, clock_python=None):
     """sh script deploying and starting a run in one command: job.json (size bytes) comes on
     stdin.
 
@@ -119,7 +145,8 @@ def launch_script(workdir, run_id, size, files, argv, env=None):
     LAUNCH_MISSING (nothing started, the temp job removed), else renames the job into place and
     starts argv detached as Transport.start_detached does (agent.log, agent.exit), then prints
     `started`. A `~` workdir also prints `home $HOME` first. Other exits: 90 the folders, 92 the
-    job could not be written.
+    job could not be written. With clock_python (the device's Python) it prints the device's
+    clock (clock_line) just before `started`: the controller's clock offset costs no round trip.
     """
     run = shlex.quote("runs/" + run_id)
     if workdir == "~" or workdir.startswith("~/"):
@@ -144,6 +171,7 @@ def launch_script(workdir, run_id, size, files, argv, env=None):
         # started exactly as Transport.start_detached starts it (cwd: the workdir, already there)
         detached_script(argv, ".", "runs/%s/agent.log" % run_id, "runs/%s/agent.exit" % run_id,
                         env),
+    ] + ([clock_line(clock_python, env)] if clock_python else []) + [
         "echo started",
     ]
     return "\n".join(lines) + "\n"

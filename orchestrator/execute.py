@@ -10,8 +10,10 @@ import posixpath
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from agent import schema
+from agent.fsutil import atomic_write_json
 from orchestrator import deploy, records
 from orchestrator.escape import terminal
 from orchestrator.jobs import controller_result, failed_result
@@ -48,11 +50,12 @@ class DeviceRun:
     raw_dir: object
     transport: object = None
     resume: bool = False   # the run was started before: attach to its agent, or restart it
+    facts_dir: object = None   # RUN_DIR/devices/<name> (clock.json, job.json); None: from raw_dir
 
 
 def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,
                poll_interval=1.0, stall_timeout_s=None, case_margin_s=60.0, max_reconnects=6,
-               resume=False, wait_s=0.0, lock_poll_s=5.0):
+               resume=False, wait_s=0.0, lock_poll_s=5.0, facts_dir=None):
     """Run job on device through transport; never raises (errors land in the outcome).
 
     Args:
@@ -65,8 +68,13 @@ def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,
             every case it already has a result for).
         wait_s: how long a device busy with another run is waited for (0: not at all); its
             cases are then `skipped` (busy), naming who holds it.
+        facts_dir: where the run keeps this device's facts: the job sent (job.json) and the
+            device's clock against this machine's (clock.json, for `benchfleet energy
+            attach`). None: RUN_DIR/devices/<name> when raw_dir is a run folder's
+            RUN_DIR/raw/<name>, else nowhere.
     """
-    run = _DeviceRun(transport, device, job, raw_dir, on_event or (lambda name, ev: None))
+    run = _DeviceRun(transport, device, job, raw_dir, on_event or (lambda name, ev: None),
+                     facts_dir)
     stall = stall_timeout_s if stall_timeout_s is not None else max(60.0, 3 * poll_interval)
     deadline = time.monotonic() + max(0.0, wait_s)
     try:
@@ -76,6 +84,7 @@ def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,
                 run.start(agent_pyz[1])
         else:
             run.launch(blobs, agent_pyz)
+        run.keep_clock()
         while True:
             verdict = run.watch(poll_interval, stall, case_margin_s, max_reconnects)
             then = run.after_busy(deadline, lock_poll_s) if verdict.kind == "busy" else None
@@ -91,10 +100,26 @@ def run_device(transport, device, job, blobs, agent_pyz, raw_dir, on_event=None,
     return run.outcome
 
 
+def run_facts_dir(raw_dir, name):
+    """RUN_DIR/devices/<name> when raw_dir is RUN_DIR/raw/<name> of a run folder (manifest.json
+    beside raw/), else None: where the run keeps a device's facts."""
+    raw = Path(str(raw_dir))
+    if raw.name == name and raw.parent.name == "raw" and \
+            (raw.parent.parent / "manifest.json").is_file():
+        return raw.parent.parent / "devices" / name
+    return None
+
+
+CLOCK_KEEP = 20   # clock measurements kept per device and run (each start and resume adds one)
+
+
 class _DeviceRun:
-    def __init__(self, transport, device, job, raw_dir, on_event):
+    def __init__(self, transport, device, job, raw_dir, on_event, facts_dir=None):
         self.t, self.device, self.job, self.on_event = transport, device, job, on_event
         self.raw_dir = str(raw_dir)
+        self.facts_dir = Path(str(facts_dir)) if facts_dir is not None else \
+            run_facts_dir(raw_dir, device.name)
+        self.clock = None   # one measurement of the device's clock (clock.json's fields)
         self.outcome = DeviceOutcome(device.name)
         self.docs = {}
         self.started = False
@@ -116,6 +141,7 @@ class _DeviceRun:
         if problems:
             raise ValueError("invalid job for %s: %s" % (self.device.name, "; ".join(problems)))
         os.makedirs(self.raw_dir, exist_ok=True)
+        self._keep_fact("job.json", self.job)
         self.agent_sha = agent_pyz[1]
         wanted = [(agent_pyz[0], deploy.agent_rel_path(agent_pyz[1]))]
         for sha in _job_blobs(self.job):
@@ -164,7 +190,9 @@ class _DeviceRun:
                 rel + "/job.json", "--out", rel + "/out"]
         script = deploy.launch_script(self.device.workdir, self.job["run_id"], len(data),
                                       [path for _, path in wanted], argv,
-                                      env=dict(self.device.env))
+                                      env=dict(self.device.env),
+                                      clock_python=self.device.python)
+        sent, sent_mono = time.time(), time.monotonic()
         try:
             result = self.t.run_input(["sh", "-c", script], data, timeout=120)
         except NotImplementedError:   # no stdin on this transport: the separate steps
@@ -172,6 +200,8 @@ class _DeviceRun:
             self.start(self.agent_sha)
             return set()
         home, missing, started = deploy.parse_launch(result.stdout)
+        if started:
+            self._clock_from(result.stdout, sent, time.monotonic() - sent_mono, "launch")
         workdir = self.device.workdir
         if workdir == "~" or workdir.startswith("~/"):
             if not home:
@@ -187,6 +217,71 @@ class _DeviceRun:
                                  "(exit %d): %s" % (workdir, result.exit_code, _short(result)))
         self.started = True
         return set()
+
+    # -- the device's clock (for `benchfleet energy attach`) -----------------------------------
+    def _clock_from(self, stdout, sent, elapsed, how):
+        """One measurement from a command's output: offset = device - controller at the midpoint
+        of the round trip, uncertain by half of it (the device read its clock somewhere in it)."""
+        found = deploy.parse_clock(stdout)
+        if found is None:
+            return
+        device_unix, method = found
+        middle = sent + elapsed / 2.0
+        self.clock = {"offset_s": round(device_unix - middle, 6),
+                      "uncertainty_s": round(elapsed / 2.0, 6), "device_unix": device_unix,
+                      "controller_unix": round(middle, 6), "how": how, "method": method,
+                      "at": schema.utc_now()}
+
+    def measure_clock(self):
+        """The device's clock by one short command (a resumed run, a transport without stdin
+        commands: no launch command carried it); a device that cannot say is a note, never a
+        failure."""
+        sent, sent_mono = time.time(), time.monotonic()
+        try:
+            result = self.t.run(["sh", "-c", deploy.clock_line(self.device.python,
+                                                               dict(self.device.env))],
+                                timeout=self.device.command_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a fact for energy attach, never the run's end
+            self.note("could not read the device's clock (%s); energy attach assumes offset 0"
+                      % (exc if isinstance(exc, OrchestratorError) else type(exc).__name__))
+            return
+        self._clock_from(result.stdout, sent, time.monotonic() - sent_mono, "command")
+        if self.clock is None:
+            self.note("the device did not say its clock (neither date +%s.%N nor its Python "
+                      "printed it); energy attach assumes offset 0")
+
+    def keep_clock(self):
+        """clock.json in the facts folder: every measurement of this run (a resume adds one)."""
+        if self.facts_dir is None:
+            return
+        if self.clock is None:
+            self.measure_clock()
+        if self.clock is None:
+            return
+        path = self.facts_dir / "clock.json"
+        kept = []
+        try:
+            doc = loads_untrusted(path.read_bytes())
+            kept = [m for m in doc.get("measurements") or [] if isinstance(m, dict)]
+        except (OSError, ValueError, AttributeError):
+            pass
+        kept = (kept + [self.clock])[-CLOCK_KEEP:]
+        self._keep_fact("clock.json", {
+            "device": self.device.name, "run_id": self.job["run_id"],
+            "offset_s": self.clock["offset_s"], "uncertainty_s": self.clock["uncertainty_s"],
+            "measurements": kept,
+            "meaning": "offset_s = the device's clock minus this machine's (seconds), measured "
+                       "at each start of the run; uncertainty_s: half the round trip"})
+
+    def _keep_fact(self, name, doc):
+        if self.facts_dir is None:
+            return
+        path = self.facts_dir / name
+        try:
+            self.facts_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(str(path), doc)
+        except OSError as exc:
+            raise LocalWriteError(path, exc) from exc
 
     def _put_job(self):
         fd, tmp = tempfile.mkstemp(prefix="job-", suffix=".json")
@@ -460,7 +555,8 @@ def run_devices(runs, max_workers=8, on_event=None, **kwargs):
             return run.outcome
         with transport:
             return run_device(transport, spec.device, spec.job, spec.blobs, spec.agent_pyz,
-                              spec.raw_dir, on_event, resume=spec.resume, **kwargs)
+                              spec.raw_dir, on_event, resume=spec.resume,
+                              facts_dir=getattr(spec, "facts_dir", None), **kwargs)
 
     if not runs:
         return []

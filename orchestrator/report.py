@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import textwrap
 from pathlib import Path
 from typing import Iterable
@@ -28,7 +29,20 @@ COLUMNS = [
 ] + PERCENTILE_COLUMNS + ["max_ms"] + CONSERVATIVE_COLUMNS + [
     "throughput_ips", "ops_total", "ops_delegated", "rss_after_load_kb", "rss_after_run_kb",
     "cooldown_waited_s", "agent_version", "started_at", "finished_at",
+] + [
+    # Result layout 2 (agent/schema.py): the mode, then telemetry.summary, telemetry.energy,
+    # timing.paced and timing.sustained; empty where a result has no such block.
+    "mode", "temp_start_c", "temp_end_c", "temp_min_c", "temp_max_c", "freq_min_mhz",
+    "power_mean_w", "energy_j", "energy_per_inference_mj", "inferences_per_j", "idle_power_w",
+    "energy_method", "paced_target_fps", "paced_miss_rate", "paced_dropped", "paced_achieved_fps",
+    "paced_p50_from_schedule_ms", "paced_p99_from_schedule_ms", "sustained_drift",
+    "sustained_throttle_onset_s",
 ]
+TELEMETRY_COLUMNS = ("temp_start_c", "temp_end_c", "temp_min_c", "temp_max_c", "freq_min_mhz",
+                     "power_mean_w")
+# At most this many windows of a sustained case in comparison.md (evenly picked, first and last
+# always among them); the raw result has every window.
+MAX_WINDOWS_SHOWN = 60
 # Digits kept in results.csv: latencies come from a nanosecond clock, so milliseconds keep 6
 # decimals and seconds 9; ratios and rates keep 6 significant digits. More is float noise.
 MS_DECIMALS, S_DECIMALS, SIGNIFICANT = 6, 9, 6
@@ -83,6 +97,63 @@ def flat_row(result) -> dict:
         row[key + "_ms"] = summary.get(key) if established else None
     for key in schema.CONSERVATIVE_FIELDS:
         row[key + "_cons_ms"] = cons.get(key)
+    row.update(_layout2_columns(result))
+    return Row(row, result)
+
+
+class Row(dict):
+    """A flat row (a plain dict to results.csv and --json) that remembers the records.Result it
+    was made from: comparison.md's per-window tables read it (row.result; None for a copy)."""
+
+    result = None
+
+    def __init__(self, values=(), result=None):
+        dict.__init__(self, values)
+        self.result = result
+
+
+def _number(block, key):
+    """block[key] when it is a finite number (device text, checked again here), else None."""
+    value = block.get(key) if isinstance(block, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value):
+        return None
+    return value
+
+
+def _text(block, key):
+    value = block.get(key) if isinstance(block, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _block(doc, key) -> dict:
+    value = doc.get(key) if isinstance(doc, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _layout2_columns(result) -> dict:
+    """The mode, telemetry, energy, paced and sustained columns (None where absent)."""
+    telemetry = result.telemetry if isinstance(result.telemetry, dict) else {}
+    summary, energy = _block(telemetry, "summary"), _block(telemetry, "energy")
+    timing = result.timing
+    paced = timing.paced if timing and isinstance(timing.paced, dict) else {}
+    sustained = timing.sustained if timing and isinstance(timing.sustained, dict) else {}
+    mode = result.settings.get("mode")
+    row = {"mode": mode if isinstance(mode, str) else schema.DEFAULT_SETTINGS["mode"]}
+    row.update((key, _number(summary, key)) for key in TELEMETRY_COLUMNS)
+    row.update(energy_j=_number(energy, "energy_j"),
+               energy_per_inference_mj=_number(energy, "per_inference_mj"),
+               inferences_per_j=_number(energy, "inferences_per_j"),
+               idle_power_w=_number(energy, "idle_power_w"),
+               energy_method=_text(energy, "method"))
+    row.update(paced_target_fps=_number(paced, "target_fps"),
+               paced_miss_rate=_number(paced, "miss_rate"),
+               paced_dropped=_number(paced, "dropped"),
+               paced_achieved_fps=_number(paced, "achieved_fps"),
+               paced_p50_from_schedule_ms=_number(_block(paced, "from_schedule"), "p50"),
+               paced_p99_from_schedule_ms=_number(_block(paced, "from_schedule"), "p99"))
+    row.update(sustained_drift=_number(sustained, "drift"),
+               sustained_throttle_onset_s=_number(sustained, "throttle_onset_s"))
     return row
 
 
@@ -216,7 +287,148 @@ def render_markdown(header: list[str], body: list[list[str]], rows: list[dict], 
         for r in figures:
             out.append("- %s, %s: %s" % (md(r["device"]), md(r.get("label") or r["case_id"]),
                                          md(figure_text(r))))
+    out += energy_section(figures) + paced_section(figures) + sustained_section(figures)
     return "\n".join(out) + "\n"
+
+
+def _fig(value, fmt="%.3g", none="-") -> str:
+    return none if value is None else fmt % value
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    """Markdown table lines; every cell escaped (escape.markdown)."""
+    md = escape.markdown
+    return (["| " + " | ".join(md(c) for c in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"] +
+            ["| " + " | ".join(md(c) for c in r) + " |" for r in body])
+
+
+def _energy_block(row: dict) -> dict:
+    result = getattr(row, "result", None)
+    telemetry = result.telemetry if result is not None and isinstance(result.telemetry, dict) \
+        else {}
+    return _block(telemetry, "energy")
+
+
+def energy_section(rows: list[dict]) -> list[str]:
+    """'## Energy' over the ok rows with energy: power, mJ per inference, inferences per J, idle
+    power and how it was measured (an external meter's or the device's own sensor)."""
+    rows = [r for r in rows if r.get("status") == "ok" and r.get("energy_j") is not None]
+    if not rows:
+        return []
+    body, others = [], False
+    for r in rows:
+        energy = _energy_block(r)
+        power = _number(energy, "power_mean_w")
+        idle = _fig(r.get("idle_power_w"))
+        if energy.get("idle_subtracted") is True:
+            idle += " (subtracted)"
+        method = r.get("energy_method") or "-"
+        source = _text(energy, "source")
+        if source:
+            method += " (%s)" % source
+        by_source = _block(energy, "by_source")
+        also = ["%s %s J" % (name, _fig(_number(by_source, name))) for name in sorted(by_source)
+                if name != source]
+        others = others or bool(also)
+        body.append([r.get("label") or r["case_id"], r["device"],
+                     _fig(power if power is not None else r.get("power_mean_w")),
+                     _fig(r.get("energy_per_inference_mj")),
+                     _fig(r.get("inferences_per_j"), "%.4g"),
+                     idle, method, "; ".join(also) or "-"])
+    header = ["case", "device", "power mean W", "mJ per inference", "inferences per J", "idle W",
+              "method"] + (["other sources"] if others else [])
+    return ["", "## Energy", "",
+            "Over each measured window; mJ per inference and inferences per J are above idle "
+            "where idle is marked subtracted.", ""] + \
+        _table(header, [b[:len(header)] for b in body])
+
+
+def paced_section(rows: list[dict]) -> list[str]:
+    """'## Paced': the schedule kept or missed, and latency from each frame's scheduled arrival
+    (queueing included) against latency from its issue."""
+    rows = [r for r in rows if r.get("status") == "ok" and r.get("paced_target_fps") is not None]
+    if not rows:
+        return []
+    body = []
+    for r in rows:
+        result = getattr(r, "result", None)
+        paced = result.timing.paced if result is not None and result.timing is not None and \
+            isinstance(result.timing.paced, dict) else {}
+        issue = _block(paced, "from_issue")
+        miss = r.get("paced_miss_rate")
+        body.append([r.get("label") or r["case_id"], r["device"],
+                     _fig(r.get("paced_target_fps"), "%.4g"),
+                     _fig(miss * 100.0 if miss is not None else None, "%.1f%%"),
+                     _fig(r.get("paced_dropped"), "%d"), _fig(r.get("paced_achieved_fps"), "%.4g"),
+                     "%s / %s" % (_ms(r.get("paced_p50_from_schedule_ms")),
+                                  _ms(r.get("paced_p99_from_schedule_ms"))),
+                     "%s / %s" % (_ms(_number(issue, "p50")), _ms(_number(issue, "p99")))])
+    header = ["case", "device", "target fps", "miss rate", "dropped", "achieved fps",
+              "p50 / p99 from schedule, ms", "p50 / p99 from issue, ms"]
+    return ["", "## Paced", "",
+            "Frames on a schedule: the miss rate counts late and dropped frames; latency from "
+            "schedule includes the wait behind earlier frames, latency from issue does not.",
+            ""] + _table(header, body)
+
+
+def pick_windows(windows: list, cap: int = MAX_WINDOWS_SHOWN) -> list:
+    """At most `cap` of `windows`, evenly spread, the first and the last among them."""
+    if len(windows) <= cap:
+        return list(windows)
+    if cap < 2:
+        return list(windows[:cap])
+    step = (len(windows) - 1) / (cap - 1)
+    return [windows[int(round(i * step))] for i in range(cap)]
+
+
+def sustained_section(rows: list[dict]) -> list[str]:
+    """'## Sustained': per sustained row, drift and throttle onset, and its per-window table."""
+    rows = [r for r in rows if r.get("status") == "ok" and r.get("mode") == "sustained"]
+    if not rows:
+        return []
+    md = escape.markdown
+    out = ["", "## Sustained", "",
+           "Back to back for the whole duration, one line per window: how the device behaves once "
+           "warm. Drift: the last window's p50 against the first's.", ""]
+    for r in rows:
+        result = getattr(r, "result", None)
+        timing = result.timing if result is not None else None
+        sustained = timing.sustained if timing is not None and \
+            isinstance(timing.sustained, dict) else {}
+        windows = [w for w in (timing.windows or []) if isinstance(w, dict)] \
+            if timing is not None else []
+        drift, onset = r.get("sustained_drift"), r.get("sustained_throttle_onset_s")
+        facts = ["drift %s" % _fig(drift * 100.0 if drift is not None else None, "%+.1f%%",
+                                   "n/a"),
+                 "throttle onset %s" % ("at %s s" % _fig(onset, "%.0f") if onset is not None
+                                        else "none seen")]
+        why = _text(sustained, "onset_reason")
+        if onset is not None and why:
+            facts[-1] += " (%s)" % why
+        out += ["### %s, %s" % (md(r["device"]), md(r.get("label") or r["case_id"])), "",
+                md(", ".join(facts))]
+        if not windows:
+            out += ["", "No per-window table in this result."]
+            continue
+        shown = pick_windows(windows)
+        if len(shown) < len(windows):
+            out += ["", "%d of %d windows shown, evenly picked (the raw result has every one)."
+                    % (len(shown), len(windows))]
+        body = []
+        for w in shown:
+            throttled = w.get("throttled")
+            body.append([_fig(_number(w, "start_s"), "%.0f"), _fig(_number(w, "n"), "%d"),
+                         _ms(_number(w, "p50")), _ms(_number(w, "p99")),
+                         _fig(_number(w, "temp_max_c"), "%.1f"),
+                         _fig(_number(w, "freq_min_mhz"), "%.0f"),
+                         _fig(_number(w, "power_w")),
+                         "yes" if throttled is True else "no" if throttled is False else "-"])
+        out += [""] + _table(["start s", "n", "p50 ms", "p99 ms", "temp max C", "freq min MHz",
+                              "power W", "throttled"], body) + [""]
+    while out and out[-1] == "":
+        out.pop()
+    return out
 
 
 def figure_text(row: dict) -> str:

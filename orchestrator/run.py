@@ -437,7 +437,7 @@ def _finish(run, suite, the_plan, progress, max_parallel, wait_s, kept):
             if isinstance(outcome.exception, LocalWriteError):
                 raise outcome.exception
         _gather(run, the_plan, jobs, outcomes, progress, kept)
-        _write_tables(run.summary)
+        write_tables(run.summary)
         run.release_reserve()
         run.write_manifest("finished", finished_at=schema.utc_now(), counts=run.summary.counts,
                            device_errors=run.summary.device_errors, **extra)
@@ -528,7 +528,7 @@ def _gather(run, the_plan, jobs, outcomes, progress, kept=None) -> None:
                 summary.results.append(result)
 
 
-def _write_tables(summary) -> None:
+def write_tables(summary) -> None:
     """results.csv and comparison.md beside the raw results."""
     from orchestrator import report
     rows = summary.rows
