@@ -141,10 +141,9 @@ def _duration(seconds):
     return "%d h %02d min" % (seconds // 3600, seconds % 3600 // 60)
 
 
-# Settings that only judge a measurement (its verdict) or say what is recorded beside it (the
-# sampler's period, idle subtraction), not what is measured: they do not identify a case, so
-# tightening a bound keeps a case comparable with its history.
-VERDICT_ONLY_SETTINGS = ("p50_ci_max", "drift_max", "interval_ms", "subtract_idle")
+# Settings that only judge a measurement (its verdict), not what is measured: they do not
+# identify a case, so tightening a bound keeps a case comparable with its history.
+VERDICT_ONLY_SETTINGS = ("p50_ci_max", "drift_max")
 LEGACY_CV_MAX = 0.025   # cv_max's default when case ids were first pinned (then always a verdict)
 
 
@@ -181,8 +180,19 @@ def label(spec):
     if spec.precision != spec.model.variant_precision(spec.variant):
         parts.append(spec.precision)
     parts += ["%s=%s" % (k, json.dumps(v)) for k, v in sorted(spec.options.items())]
-    parts += ["%s=%g" % (k, v) for k, v in sorted(spec.overrides.items())]
+    parts += [_override_text(k, v) for k, v in sorted(spec.overrides.items())]
     return " ".join(parts)
+
+
+def _override_text(key, value):
+    """A setting a matrix entry overrides, for a label: 'runs=2000', 'paced', 'on_late=queue'."""
+    if key == "mode":
+        return value
+    if isinstance(value, bool):
+        return "%s=%s" % (key, "true" if value else "false")
+    if isinstance(value, (int, float)):
+        return "%s=%s" % (key, schema.number_text(value))
+    return "%s=%s" % (key, value)
 
 
 def plan(suite, inventory, devices=None, probes=None):

@@ -35,7 +35,7 @@ SUITE = {
                {"runtime": "tensorflow", "models": ["tiny"]}],
 }
 CASES = 4   # synthetic, tflite fp32, tflite int8, tensorflow
-QUICKSTART_CASES = 6
+QUICKSTART_CASES = 7
 
 
 def run_cli(*args, timeout=600):

@@ -68,8 +68,8 @@ def test_quickstart_plans_on_localhost():
     the_plan = plan(load_suite(REPO / "suites" / "quickstart.yaml"),
                     load_inventory([REPO / "inventory"]), devices=["localhost"])
     [dplan] = the_plan.devices
-    assert len(dplan.runnable) == 6
-    assert the_plan.estimate_s(dplan) == pytest.approx(6 * 1.3 + 5 * 1)
+    assert len(dplan.runnable) == 7
+    assert the_plan.estimate_s(dplan) == pytest.approx(7 * 1.3 + 6 * 1)
 
 
 def test_case_id_same_across_devices_and_sensitive_to_settings(setup):
@@ -176,3 +176,33 @@ def test_plan_text_lists_run_and_skip_lines(setup):
     # 6 runnable cases x (0.5 + 2) s + 5 cool-downs x 3 s
     assert "cpu-box (ssh, %s): 7 cases, 6 run, 1 skipped, at least 30 s" % inv["cpu-box"].source \
         in lines
+
+
+def test_mode_overrides_name_the_case_and_change_its_id(tmp_path):
+    """A paced or sustained entry is a case of its own (its id differs from back to back) with
+    the mode in its label; a setting added later changes the id only away from its default."""
+    (tmp_path / "inv.yaml").write_text(INVENTORY)
+    (tmp_path / "s.yaml").write_text("""name: t
+models:
+  - name: spin
+    synthetic_ms: 1.0
+matrix:
+  - runtime: synthetic
+  - runtime: synthetic
+    settings: {mode: paced, target_fps: 100, on_late: queue}
+  - runtime: synthetic
+    settings: {mode: sustained, duration_s: 60}
+  - runtime: synthetic
+    settings: {interval_ms: 0, subtract_idle: true}
+""")
+    suite, inv = load_suite(tmp_path / "s.yaml"), load_inventory([tmp_path / "inv.yaml"])
+    cases = plan(suite, inv).device("cpu-box").cases
+    labels = [c.label for c in cases]
+    assert labels == ["spin synthetic", "spin synthetic paced on_late=queue target_fps=100",
+                      "spin synthetic duration_s=60 sustained",
+                      "spin synthetic interval_ms=0 subtract_idle=true"]
+    ids = [c.case_id for c in cases]
+    assert len(set(ids)) == 4
+    default = dict(cases[0].settings, interval_ms=100.0, mode="back_to_back", subtract_idle=False)
+    assert case_id(cases[0].model_name, cases[0].variant, cases[0].runtime, default) == ids[0]
+    assert cases[1].settings["mode"] == "paced" and cases[1].settings["target_fps"] == 100.0

@@ -33,7 +33,7 @@ def problems_of(path):
 
 def test_example_suites_load_cleanly():
     quick = load_suite(REPO / "suites" / "quickstart.yaml")
-    assert len(quick.expand()) == 6
+    assert len(quick.expand()) == 7
     assert quick.cooldown.seconds == 1.0
     movenet = load_suite(REPO / "suites" / "movenet.yaml")
     assert movenet.settings_for(movenet.matrix[0])["runs"] == 2000

@@ -307,7 +307,10 @@ def _check_model_path(model, where, base_dir):
 
 
 def _check_matrix(suite, expand=True, names_known=True):
-    problems = _check_settings("settings", suite.settings_for(MatrixEntry(runtime=["synthetic"])))
+    # The suite's settings alone; the modes' rules (paced needs target_fps, ...) hold for what
+    # each entry runs, so a suite may set mode and leave target_fps to its entries.
+    problems = _check_settings("settings", suite.settings_for(MatrixEntry(runtime=["synthetic"])),
+                               modes=not suite.matrix)
     names = [m.name for m in suite.models]
     total = 0
     for i, entry in enumerate(suite.matrix):
@@ -325,6 +328,9 @@ def _check_matrix(suite, expand=True, names_known=True):
                                  " %r; they have: %s" % (variant, ", ".join(sorted(known)))))
         if entry.settings.values():
             problems += _check_settings("matrix[%d].settings" % i, suite.settings_for(entry))
+        else:   # the suite's settings are what it runs: their modes' rules, named there
+            found = _check_settings("settings", suite.settings_for(entry), limits=False)
+            problems += [p for p in found if p not in problems]
         if expand and len(problems) == before:  # only once models and references are sound
             cases, found = expand_entry(suite, i, entry)
             problems += found
@@ -355,10 +361,12 @@ def _check_runtimes(suite, i, entry, names_known=True):
     return problems
 
 
-def _check_settings(where, s):
+def _check_settings(where, s, modes=True, limits=True):
     # the modes' rules, shared with the agent: "settings.FIELD: message" -> (where.FIELD, message)
     problems = [(where + "." + text.split(": ", 1)[0].split(".", 1)[1], text.split(": ", 1)[1])
-                for text in mode_problems(s)]
+                for text in (mode_problems(s) if modes else [])]
+    if not limits:
+        return problems
     if s["max_duration_s"] < s["min_duration_s"]:
         problems.append((where, "max_duration_s (%g) is below min_duration_s (%g)"
                          % (s["max_duration_s"], s["min_duration_s"])))
