@@ -258,7 +258,8 @@ def thermal_wait(cfg, baseline, root="/", sleep=time.sleep, clock=time.monotonic
             temps = worker.thermal_temps(root)
             hot = sorted(z for z, t in temps.items() if z in baseline and t > baseline[z] + delta)
             if not hot or clock() >= deadline:
-                record.update(temps_c=temps, settled=not hot, delta_c=delta)
+                record.update(temps_c=temps, settled=not hot, delta_c=delta,
+                              max_wait_s=float(cfg["max_wait_s"]))
                 if hot:
                     record["hot"] = hot
                 break

@@ -584,13 +584,7 @@ def _check_timing(timing):
         _check_number_list(problems, paced, pp, "latencies_from_schedule_ms", MAX_RESULT_BYTES)
     windows = _check_type(problems, timing, p, "windows", list, required=False, allow_none=True)
     if windows is not None:
-        if len(windows) > MAX_WINDOWS:
-            _problem(problems, p + "windows", "more than %d windows" % MAX_WINDOWS)
-        for i, row in enumerate(windows[:MAX_WINDOWS]):
-            where = "%swindows[%d]." % (p, i)
-            if not isinstance(row, dict):
-                _problem(problems, where.rstrip("."), "expected an object")
-                break
+        for where, row in _objects(problems, windows, p + "windows", MAX_WINDOWS, "windows"):
             _unknown(problems, row, where, WINDOW_FIELDS)
             _check_type(problems, row, where, "throttled", bool, required=False, allow_none=True)
             _check_type(problems, row, where, "n", int)
@@ -607,6 +601,19 @@ def _check_timing(timing):
             _check_type(problems, sustained, p + "sustained.", key, NUMBER, required=False,
                         allow_none=True)
     return problems
+
+
+def _objects(problems, items, path, cap, what):
+    """(path[i]., item) of a list that must hold at most `cap` objects; a longer list and an item
+    that is not an object are problems (the rest of the list is then not looked at)."""
+    if len(items) > cap:
+        _problem(problems, path, "more than %d %s" % (cap, what))
+    for i, item in enumerate(items[:cap]):
+        where = "%s[%d]." % (path, i)
+        if not isinstance(item, dict):
+            _problem(problems, where.rstrip("."), "expected an object")
+            return
+        yield where, item
 
 
 def _check_numbers_dict(problems, doc, path, key, fields, required=False):
@@ -650,13 +657,7 @@ def check_telemetry(telemetry):
         _problem(problems, p + "interval_ms", "must not be negative")
     _check_type(problems, telemetry, p, "error", str, required=False, allow_none=True)
     sources = _check_type(problems, telemetry, p, "sources", list, required=False) or []
-    if len(sources) > MAX_TELEMETRY_SOURCES:
-        _problem(problems, p + "sources", "more than %d sources" % MAX_TELEMETRY_SOURCES)
-    for i, src in enumerate(sources[:MAX_TELEMETRY_SOURCES]):
-        where = "%ssources[%d]." % (p, i)
-        if not isinstance(src, dict):
-            _problem(problems, where.rstrip("."), "expected an object")
-            continue
+    for where, src in _objects(problems, sources, p + "sources", MAX_TELEMETRY_SOURCES, "sources"):
         _unknown(problems, src, where, TELEMETRY_SOURCE_FIELDS)
         for key in ("name", "method"):
             _check_type(problems, src, where, key, str)

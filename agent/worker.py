@@ -301,7 +301,8 @@ def _measure(job_path, job, case, doc, out_dir=None):
     if doc["cooldown"].get("settled") is False:
         extra.append("not settled: the thermal cool-down ended at its %g s limit with %s still "
                      "above the idle baseline + %g C (raise cooldown.max_wait_s, or cool the "
-                     "device)" % (float(doc["cooldown"].get("waited_s") or 0.0),
+                     "device)" % (float(doc["cooldown"].get("max_wait_s") or
+                                        doc["cooldown"].get("waited_s") or 0.0),
                                   ", ".join(doc["cooldown"].get("hot") or ["a zone"]),
                                   float(doc["cooldown"].get("delta_c") or 0.0)))
     if env["affinity"]["requested"] is not None and env["affinity"]["applied"] is None:

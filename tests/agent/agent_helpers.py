@@ -70,3 +70,24 @@ def run_agent(args, timeout=120, extra_env=None, **kwargs):
 def read_events(out_dir):
     with open(os.path.join(out_dir, "events.jsonl")) as f:
         return [json.loads(line) for line in f]
+
+
+def write_file(root, rel, text):
+    """root/rel holds `text` and a newline, written atomically (as a sysfs read never sees half
+    a value), its folders made: how tests play a live fake device under BENCHFLEET_SYS_ROOT."""
+    from agent import fsutil
+    path = os.path.join(root, rel)
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+    fsutil.atomic_write_text(path, "%s\n" % text, fsync=False)
+    return path
+
+
+def events_so_far(out_dir):
+    """The complete lines of a running agent's events.jsonl ([] before it exists)."""
+    path = os.path.join(out_dir, "events.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.endswith("\n")]

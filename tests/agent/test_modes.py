@@ -1,70 +1,13 @@
 """agent.harness modes paced and sustained: exact counting on a fake clock, and the synthetic
 backend in real time (short cases, a spin wait) for what the schedule does on a real clock."""
 
-import time
 
 import pytest
 
 from agent import harness, schema
 from agent.backends.synthetic import SyntheticBackend
 
-MS = 1000000  # fake clock ticks are integer nanoseconds
-
-
-class FakeClock(object):
-    def __init__(self):
-        self.now = 0
-        self.reads = 0
-
-    def __call__(self):
-        self.reads += 1
-        return self.now
-
-    def wait(self, target):
-        """The paced loop's wait on a fake clock: time jumps to the frame's arrival."""
-        self.now = max(self.now, target)
-
-
-class FakeBackend(object):
-    """Advances the fake clock by latency_ns per invoke (a function of the invoke's index or of
-    the clock, or a number)."""
-
-    def __init__(self, clock, latency_ns=1 * MS):
-        self.clock, self.latency_ns = clock, latency_ns
-        self.seen = []
-
-    def load(self):
-        pass
-
-    def convert_seconds(self):
-        return None
-
-    def make_inputs(self, seed, count):
-        return ["x%d" % i for i in range(count)]
-
-    def invoke(self, x):
-        lat = self.latency_ns
-        self.clock.now += lat(len(self.seen)) if callable(lat) else lat
-        self.seen.append(x)
-
-
-class SplitBackend(FakeBackend):
-    splits_staging = True
-
-    def __init__(self, clock, stage_ns, **kw):
-        FakeBackend.__init__(self, clock, **kw)
-        self.stage_ns, self.staged = stage_ns, None
-
-    def stage(self, x):
-        self.clock.now += self.stage_ns
-        self.staged = x
-
-    def execute(self):
-        FakeBackend.invoke(self, self.staged)
-
-    def invoke(self, x):
-        self.stage(x)
-        self.execute()
+from fake_harness import MS, FakeBackend, FakeClock, SplitBackend
 
 
 def settings(**kw):

@@ -10,19 +10,10 @@ import time
 
 import pytest
 
-from agent import fsutil, schema, telemetry
+from agent import schema, telemetry
+from agent_helpers import write_file as _write
 
 INTERVAL_MS = 10.0
-
-
-def _write(root, rel, text):
-    path = os.path.join(root, rel)
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        os.makedirs(folder)
-    # atomic: a reader never sees a half-written file (a real sysfs read never does either)
-    fsutil.atomic_write_text(path, "%s\n" % text, fsync=False)
-    return path
 
 
 class Live(object):

@@ -11,26 +11,16 @@ import threading
 import time
 
 from agent import fsutil, schema
-from agent_helpers import make_job, read_events, run_agent, synthetic_case, workdir_writer
+from agent_helpers import (events_so_far, make_job, read_events, run_agent, synthetic_case,
+                           workdir_writer, write_file)
 
 CASE_W = 4.5    # what the fake INA219 reads while a case runs
 IDLE_W = 1.5    # and while the supervisor cools down
 THROTTLE = "sys/devices/platform/soc/soc:firmware/get_throttled"
 
 
-def _write(root, rel, text):
-    path = os.path.join(root, rel)
-    if not os.path.isdir(os.path.dirname(path)):
-        os.makedirs(os.path.dirname(path))
-    fsutil.atomic_write_text(path, "%s\n" % text, fsync=False)
 
 
-def _events(out):
-    path = os.path.join(out, "events.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.endswith("\n")]
 
 
 class FakeDevice(object):
@@ -40,11 +30,11 @@ class FakeDevice(object):
 
     def __init__(self, root, out, throttle_case=None):
         self.root, self.out, self.throttle_case = root, out, throttle_case
-        _write(root, "sys/class/thermal/thermal_zone0/type", "cpu-thermal")
-        _write(root, "sys/class/thermal/thermal_zone0/temp", 45000)
-        _write(root, "sys/class/hwmon/hwmon0/name", "ina219")
-        _write(root, "sys/class/hwmon/hwmon0/power1_input", int(IDLE_W * 1e6))
-        _write(root, THROTTLE, "0")
+        write_file(root, "sys/class/thermal/thermal_zone0/type", "cpu-thermal")
+        write_file(root, "sys/class/thermal/thermal_zone0/temp", 45000)
+        write_file(root, "sys/class/hwmon/hwmon0/name", "ina219")
+        write_file(root, "sys/class/hwmon/hwmon0/power1_input", int(IDLE_W * 1e6))
+        write_file(root, THROTTLE, "0")
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run)
         self.thread.daemon = True
@@ -53,7 +43,7 @@ class FakeDevice(object):
         started = None
         throttled = False
         while not self.stop.wait(0.005):
-            events = _events(self.out)
+            events = events_so_far(self.out)
             running = [e for e in events if e["event"] in ("case_start", "case_end")]
             busy = bool(running) and running[-1]["event"] == "case_start"
             if busy and started is None:
@@ -61,16 +51,16 @@ class FakeDevice(object):
             if not busy:
                 started = None
             watts = CASE_W if busy else IDLE_W
-            _write(self.root, "sys/class/hwmon/hwmon0/power1_input", int(watts * 1e6))
+            write_file(self.root, "sys/class/hwmon/hwmon0/power1_input", int(watts * 1e6))
             if started is not None:
                 heat = 45.0 + 20.0 * (time.monotonic() - started[0])
-                _write(self.root, "sys/class/thermal/thermal_zone0/temp", int(heat * 1000))
+                write_file(self.root, "sys/class/thermal/thermal_zone0/temp", int(heat * 1000))
                 if started[1] == self.throttle_case and not throttled and \
                         time.monotonic() - started[0] > 0.3:
-                    _write(self.root, THROTTLE, "50005")   # under-voltage + capped, now and since
+                    write_file(self.root, THROTTLE, "50005")   # under-voltage + capped, now and since
                     throttled = True
             elif throttled:
-                _write(self.root, THROTTLE, "50000")       # over now; "occurred" stays set
+                write_file(self.root, THROTTLE, "50000")       # over now; "occurred" stays set
 
     def __enter__(self):
         self.thread.start()

@@ -23,24 +23,14 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests", "agent"))
 
 from agent import fsutil  # noqa: E402
-from agent_helpers import make_job, run_agent, synthetic_case  # noqa: E402
+from agent_helpers import (events_so_far, make_job, run_agent, synthetic_case,  # noqa: E402
+                           write_file)
 
 THROTTLE = "sys/devices/platform/soc/soc:firmware/get_throttled"
 
 
-def _write(root, rel, text):
-    path = os.path.join(root, rel)
-    if not os.path.isdir(os.path.dirname(path)):
-        os.makedirs(os.path.dirname(path))
-    fsutil.atomic_write_text(path, "%s\n" % text, fsync=False)
 
 
-def _events(out):
-    path = os.path.join(out, "events.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.endswith("\n")]
 
 
 def run(tmp, name, cases, cooldown=None, device=None):
@@ -72,23 +62,23 @@ def run(tmp, name, cases, cooldown=None, device=None):
 
 def hot_after_first_case(root, out, stop):
     """Thermal zone at 40 C until the first case starts, then 75 C for good."""
-    _write(root, "sys/class/thermal/thermal_zone0/type", "cpu-thermal")
-    _write(root, "sys/class/thermal/thermal_zone0/temp", 40000)
+    write_file(root, "sys/class/thermal/thermal_zone0/type", "cpu-thermal")
+    write_file(root, "sys/class/thermal/thermal_zone0/temp", 40000)
     while not stop.wait(0.01):
-        if any(e["event"] == "case_start" for e in _events(out)):
-            _write(root, "sys/class/thermal/thermal_zone0/temp", 75000)
+        if any(e["event"] == "case_start" for e in events_so_far(out)):
+            write_file(root, "sys/class/thermal/thermal_zone0/temp", 75000)
             return
 
 
 def throttles_mid_case(root, out, stop):
     """A Pi whose firmware raises under-voltage + frequency capped 0.5 s into the case."""
-    _write(root, THROTTLE, "0")
+    write_file(root, THROTTLE, "0")
     started = None
     while not stop.wait(0.005):
-        if started is None and any(e["event"] == "case_start" for e in _events(out)):
+        if started is None and any(e["event"] == "case_start" for e in events_so_far(out)):
             started = time.monotonic()
         if started is not None and time.monotonic() - started > 0.5:
-            _write(root, THROTTLE, "50005")
+            write_file(root, THROTTLE, "50005")
             return
 
 
