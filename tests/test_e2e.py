@@ -98,7 +98,11 @@ def check_run_outputs(run_dir, devices, stdout, cases=CASES):
         assert schema.check_result(json.loads(raw)) == []
         assert result.status == row["status"] == "ok", (row["reason"], row["label"])
         lat = result.timing.latencies_ms
-        assert len(lat) == result.timing.runs >= result.settings["runs"]
+        assert len(lat) == result.timing.runs
+        if result.timing.paced is None:
+            assert result.timing.runs >= result.settings["runs"]
+        else:   # paced: `runs` counts frames scheduled, some of which may have been dropped
+            assert result.timing.paced["frames"] >= result.settings["runs"]
         # results.csv keeps what a nanosecond clock resolves: ms to 6 decimals, no float noise.
         ns = 1e-6
         assert float(row["p50_ms"]) == pytest.approx(statistics.median(lat), abs=ns)
@@ -106,8 +110,9 @@ def check_run_outputs(run_dir, devices, stdout, cases=CASES):
         assert float(row["mean_ms"]) == pytest.approx(statistics.fmean(lat), abs=ns)
         assert all(len(row[k].partition(".")[2]) <= 6 for k in row if k.endswith("_ms") and row[k])
         # The label's line in the printed table shows this p50 as formatted by the report.
-        from orchestrator.report import cell, flat_row
-        line = next(l for l in table.splitlines() if l.startswith(row["label"] + "  "))
+        from orchestrator.report import cell, flat_row, fold
+        first = fold(row["label"])[0]   # a long label wraps onto a second line
+        line = next(l for l in table.splitlines() if l.startswith(first + "  "))
         assert cell(flat_row(result)) in line
     return rows
 
