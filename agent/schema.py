@@ -15,6 +15,8 @@ migrates it with migrate_result):
               timing.windows, timing.sustained; telemetry has a checked layout (TELEMETRY_FIELDS)
               and may carry energy. A version-1 result migrates as it is (every field it has
               means what it meant; the validity figures are filled in from its latencies).
+  2  2026-12  additions a version-2 reader accepts: runtime.background, setting op_profile,
+              job.tools; environment.background and environment.op_profile in results.
 """
 
 import math
@@ -80,8 +82,11 @@ DEFAULT_SETTINGS = {
     # subtract_idle: energy per inference minus the idle power sampled during the cool-down.
     "interval_ms": 100.0,
     "subtract_idle": False,
+    # After the measured run, outside it: TFLite's benchmark_model --enable_op_profiling (where
+    # the device has it) or the backend's own per-layer pass (TensorRT); environment.op_profile.
+    "op_profile": False,
 }
-BOOL_SETTINGS = ("until_stable", "end_to_end", "subtract_idle")
+BOOL_SETTINGS = ("until_stable", "end_to_end", "subtract_idle", "op_profile")
 # Settings that are a word from a fixed list.
 ENUM_SETTINGS = {"mode": ("back_to_back", "paced", "sustained"),
                  "arrival": ("periodic", "poisson"), "on_late": ("skip", "queue")}
@@ -90,7 +95,7 @@ MODES = ENUM_SETTINGS["mode"]
 # (the agent reads the default where a job lacks one).
 LATER_SETTINGS = ("p50_ci_max", "drift_max", "until_stable", "end_to_end", "mode", "target_fps",
                   "arrival", "deadline_ms", "on_late", "duration_s", "window_s", "interval_ms",
-                  "subtract_idle")
+                  "subtract_idle", "op_profile")
 # The smallest value each setting may take, and whether the bound itself is allowed.
 SETTING_MINIMUMS = {
     "warmup_runs": (0, True), "warmup_min_s": (0.0, True), "runs": (1, True),
@@ -223,7 +228,13 @@ NUMBER = (int, float)
 
 CASE_FIELDS = ("case_id", "model", "runtime", "settings", "label")
 MODEL_FIELDS = ("name", "variant", "format", "sha256", "path", "synthetic_ms")
-RUNTIME_FIELDS = ("backend", "threads", "affinity", "precision", "options")
+RUNTIME_FIELDS = ("backend", "threads", "affinity", "precision", "options", "background")
+# runtime.background (optional; absent or null: an otherwise idle device): load the agent runs
+# beside the case from before warm-up to the end of the measurement, in its own process group.
+#   {"kind": "cpu", "percent": 1-100, "cores": 1-MAX_THREADS}: that many busy processes, each
+#   busy `percent` of the time;  {"kind": "command", "command": "..."}: a shell command line.
+BACKGROUND_KINDS = ("cpu", "command")
+MAX_BACKGROUND_COMMAND = 4096
 
 
 def check_case(case, path="cases[0].", user_backends=()):
@@ -268,6 +279,7 @@ def check_case(case, path="cases[0].", user_backends=()):
             if message:
                 _problem(problems, "%saffinity[%d]" % (rp, j), message)
         _check_enum(problems, runtime, rp, "precision", PRECISIONS)
+        problems.extend(background_problems(runtime.get("background"), rp + "background"))
         options = _check_type(problems, runtime, rp, "options", dict)
         if options is not None and backend in catalog.BY_NAME:
             problems.extend(catalog.BY_NAME[backend].check_options(options, rp + "options"))
@@ -291,6 +303,35 @@ def check_case(case, path="cases[0].", user_backends=()):
             if message:
                 _problem(problems, sp + key, message)
         problems.extend(mode_problems(settings, sp))
+    return problems
+
+
+def background_problems(background, path="runtime.background"):
+    """Problems of a case's runtime.background (None is an idle device)."""
+    problems = []
+    if background is None:
+        return problems
+    if not isinstance(background, dict):
+        return [path + ": expected an object"]
+    kind = background.get("kind")
+    if kind not in BACKGROUND_KINDS:
+        return ["%s.kind: must be one of %s, got %r" % (path, ", ".join(BACKGROUND_KINDS), kind)]
+    allowed = {"cpu": ("kind", "percent", "cores"), "command": ("kind", "command")}[kind]
+    _unknown(problems, background, path + ".", allowed)
+    if kind == "cpu":
+        for key, low, high in (("percent", 1, 100), ("cores", 1, MAX_THREADS)):
+            value = _check_type(problems, background, path + ".", key, NUMBER if key == "percent"
+                                else int)
+            message = value is not None and range_problem(value, low, high)
+            if message:
+                _problem(problems, path + "." + key, message)
+    else:
+        command = _check_type(problems, background, path + ".", "command", str)
+        if command is not None and not command.strip():
+            _problem(problems, path + ".command", "must not be empty")
+        elif command is not None and (len(command) > MAX_BACKGROUND_COMMAND or "\x00" in command):
+            _problem(problems, path + ".command", "at most %d characters, no NUL"
+                     % MAX_BACKGROUND_COMMAND)
     return problems
 
 
@@ -321,7 +362,10 @@ def mode_problems(settings, path="settings."):
 
 
 JOB_FIELDS = ("schema_version", "kind", "run_id", "nonce", "device", "cooldown", "cases",
-              "backends", "controller")
+              "backends", "controller", "tools")
+# job.tools (optional): paths of tools on the device named by its inventory entry, e.g.
+# {"benchmark_model": "/opt/tflite/benchmark_model"} (op_profile; else it is looked up on PATH).
+TOOL_FIELDS = ("benchmark_model",)
 # job.controller (optional): who started the run, shown to anyone who finds the device busy.
 CONTROLLER_FIELDS = ("user", "host", "pid")
 USER_BACKEND_FIELDS = ("path", "sha256", "file")
@@ -350,6 +394,11 @@ def check_job(job):
         for key in ("user", "host"):
             _check_type(problems, controller, "controller.", key, str, required=False)
         _check_type(problems, controller, "controller.", "pid", int, required=False)
+    tools = _check_type(problems, job, "", "tools", dict, required=False)
+    if tools is not None:
+        _unknown(problems, tools, "tools.", TOOL_FIELDS)
+        for key in TOOL_FIELDS:
+            _check_type(problems, tools, "tools.", key, str, required=False, allow_none=True)
     users = _check_type(problems, job, "", "backends", dict, required=False) or {}
     for name, entry in sorted(users.items()):
         where = "backends.%s." % name

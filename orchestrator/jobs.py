@@ -38,7 +38,7 @@ def failed_result(job, case, substatus, reason) -> dict:
     return controller_result(job, case, "failed", reason, substatus)
 
 
-IDENTITY_RUNTIME = ("backend", "threads", "affinity", "precision")
+IDENTITY_RUNTIME = ("backend", "threads", "affinity", "precision", "background")
 
 
 def with_job_identity(result, job, case):
@@ -88,6 +88,8 @@ def device_job(run_id: str, nonce: str, suite, dplan, artifacts: dict, problems:
            "cooldown": suite.cooldown.model_dump(), "cases": []}
     if controller:
         job["controller"] = {k: controller[k] for k in schema.CONTROLLER_FIELDS if k in controller}
+    if dplan.device.benchmark_model:
+        job["tools"] = {"benchmark_model": dplan.device.benchmark_model}
     out = DeviceJob(job)
     for case in dplan.cases:
         key = (case.model_name, case.variant)

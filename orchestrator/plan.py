@@ -181,7 +181,17 @@ def label(spec):
         parts.append(spec.precision)
     parts += ["%s=%s" % (k, json.dumps(v)) for k, v in sorted(spec.options.items())]
     parts += [_override_text(k, v) for k, v in sorted(spec.overrides.items())]
+    if spec.background is not None:
+        parts.append(background_label(spec.background))
     return " ".join(parts)
+
+
+def background_label(background):
+    """'+cpu 50%x2' or '+cmd camera-sim' (the command's first word, at most 24 characters)."""
+    if background["kind"] == "cpu":
+        return "+cpu %s%%x%d" % (schema.number_text(background["percent"]), background["cores"])
+    word = (background["command"].split() or ["?"])[0].rsplit("/", 1)[-1]
+    return "+cmd " + word[:24]
 
 
 def _override_text(key, value):
@@ -266,6 +276,8 @@ def _planned_case(spec, backend, device, probe):
     runtime = {"backend": spec.backend, "threads": spec.threads,
                "affinity": list(spec.affinity) if spec.affinity is not None else None,
                "precision": spec.precision, "options": dict(spec.options)}
+    if spec.background is not None:   # absent when idle: ids of cases without load unchanged
+        runtime["background"] = dict(spec.background)
     skip = _skip(backend, runtime, device, probe) or (None, None)
     return PlannedCase(
         case_id=case_id(spec.model.name, spec.variant, runtime, spec.settings),

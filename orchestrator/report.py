@@ -37,6 +37,10 @@ COLUMNS = [
     "energy_method", "paced_target_fps", "paced_miss_rate", "paced_dropped", "paced_achieved_fps",
     "paced_p50_from_schedule_ms", "paced_p99_from_schedule_ms", "sustained_drift",
     "sustained_throttle_onset_s",
+] + [
+    # Deployment conditions: the load beside the case ("cpu 50%x2", "command: ..."), and the
+    # top operators of an op_profile ("CONV_2D 41.2%; ...").
+    "background", "op_profile_top",
 ]
 TELEMETRY_COLUMNS = ("temp_start_c", "temp_end_c", "temp_min_c", "temp_max_c", "freq_min_mhz",
                      "power_mean_w")
@@ -98,7 +102,45 @@ def flat_row(result) -> dict:
     for key in schema.CONSERVATIVE_FIELDS:
         row[key + "_cons_ms"] = cons.get(key)
     row.update(_layout2_columns(result))
+    row["background"] = background_text(runtime.get("background"))
+    row["op_profile_top"] = op_profile_top(result.environment.get("op_profile"))
     return Row(row, result)
+
+
+def background_text(background) -> str | None:
+    """runtime.background as a cell: 'cpu 50%x2', 'command: gst-launch ...'; None when idle."""
+    if not isinstance(background, dict):
+        return None
+    if background.get("kind") == "cpu":
+        return "cpu %s%%x%s" % (_plain(background.get("percent")), _plain(background.get("cores")))
+    if background.get("kind") == "command":
+        return "command: %s" % str(background.get("command"))[:200]
+    return None
+
+
+def _plain(value) -> str:
+    return schema.number_text(value) if isinstance(value, (int, float)) and \
+        not isinstance(value, bool) and math.isfinite(value) else "?"
+
+
+def op_profile_top(record, count=3) -> str | None:
+    """The top operators of environment.op_profile as one cell: 'CONV_2D 41.2%; ADD 9.8%'."""
+    if not isinstance(record, dict) or not isinstance(record.get("top"), list):
+        return None
+    parts = []
+    for op in record["top"][:count]:
+        if not isinstance(op, dict):
+            continue
+        name = str(op.get("type") or op.get("name") or "?")[:64]
+        share = op.get("percent")
+        avg = op.get("avg_ms")
+        if isinstance(share, (int, float)) and not isinstance(share, bool) and math.isfinite(share):
+            parts.append("%s %.1f%%" % (name, share))
+        elif isinstance(avg, (int, float)) and not isinstance(avg, bool) and math.isfinite(avg):
+            parts.append("%s %.3g ms" % (name, avg))
+        else:
+            parts.append(name)
+    return "; ".join(parts) or None
 
 
 class Row(dict):
@@ -288,7 +330,62 @@ def render_markdown(header: list[str], body: list[list[str]], rows: list[dict], 
             out.append("- %s, %s: %s" % (md(r["device"]), md(r.get("label") or r["case_id"]),
                                          md(figure_text(r))))
     out += energy_section(figures) + paced_section(figures) + sustained_section(figures)
+    out += background_section(figures) + op_profile_section(figures)
     return "\n".join(out) + "\n"
+
+
+def background_section(rows: list[dict]) -> list[str]:
+    """'## Background load': each loaded case beside the same case on an idle device (the row
+    whose label is its own without the load's suffix), p50 and p99 with and without, and the
+    ratio of the p50s. The p99 is what decides real-time feasibility under load."""
+    loaded = [r for r in rows if r.get("status") == "ok" and r.get("background")]
+    if not loaded:
+        return []
+    from orchestrator.plan import background_label
+    idle = {(r["device"], r.get("label")): r for r in rows
+            if r.get("status") == "ok" and not r.get("background")}
+    body = []
+    for r in loaded:
+        result = getattr(r, "result", None)
+        bg = result.runtime.get("background") if result is not None else None
+        suffix = " " + background_label(bg) if isinstance(bg, dict) else ""
+        label = r.get("label") or r["case_id"]
+        base = idle.get((r["device"], label[:-len(suffix)] if suffix and label.endswith(suffix)
+                         else None))
+        p50, p50_idle = r.get("p50_ms"), base.get("p50_ms") if base else None
+        ratio = "%.2fx" % (p50 / p50_idle) if p50 and p50_idle else "-"
+        body.append([label, r["device"], r["background"],
+                     "%s / %s" % (_ms(p50_idle), _ms(base.get("p99_ms") if base else None))
+                     if base else "no idle run of this case",
+                     "%s / %s" % (_ms(p50), _ms(r.get("p99_ms"))), ratio])
+    header = ["case", "device", "load", "idle p50 / p99, ms", "loaded p50 / p99, ms",
+              "p50 loaded / idle"]
+    return ["", "## Background load", "",
+            "The same case with and without load beside it; the p99 under load is what decides "
+            "whether a real-time deadline holds (n/e: too few samples for a p99).", ""] + \
+        _table(header, body)
+
+
+def op_profile_section(rows: list[dict]) -> list[str]:
+    """'## Operators': the top three operators of each case profiled (op_profile: true), or why
+    it was not (benchmark_model not on the device, with how to get it)."""
+    body = []
+    for r in rows:
+        result = getattr(r, "result", None)
+        record = result.environment.get("op_profile") if result is not None else None
+        if not isinstance(record, dict):
+            continue
+        top = r.get("op_profile_top")
+        status = str(record.get("status") or ("ok" if top else "-"))[:40]
+        why = record.get("reason") or record.get("hint") or ""
+        body.append([r.get("label") or r["case_id"], r["device"], status,
+                     top or str(why)[:200] or "-"])
+    if not body:
+        return []
+    return ["", "## Operators", "",
+            "Per-operator profile after the measured run (TFLite benchmark_model "
+            "--enable_op_profiling, or the backend's own layer timings): the top three by time.",
+            ""] + _table(["case", "device", "profile", "top operators"], body)
 
 
 def _fig(value, fmt="%.3g", none="-") -> str:

@@ -118,9 +118,19 @@ def check_workdir(value):
     return "~" if rest in ("", ".") else "~/" + rest
 
 
+def check_tool_path(value):
+    """A tool on the device (benchmark_model): an absolute path, no control characters."""
+    if not value.startswith("/"):
+        raise ValueError("%r: give the tool's absolute path on the device" % value)
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("holds a control character (a newline?): %r" % value)
+    return value
+
+
 Host = Annotated[str, AfterValidator(check_host)]
 Alias = Annotated[str, AfterValidator(check_alias)]
 User = Annotated[str, AfterValidator(check_user)]
 ProxyJump = Annotated[str, AfterValidator(check_proxy_jump)]
 Python = Annotated[str, AfterValidator(check_python)]
 Workdir = Annotated[str, AfterValidator(check_workdir)]
+ToolPath = Annotated[str, AfterValidator(check_tool_path)]

@@ -15,7 +15,8 @@ from pydantic import model_validator
 from agent.schema import DEFAULT_WORKDIR
 from orchestrator.errors import ConfigError
 from orchestrator.config import ansible
-from orchestrator.config.fields import Alias, Host, ProxyJump, Python, User, Workdir, bounded
+from orchestrator.config.fields import (Alias, Host, ProxyJump, Python, ToolPath, User, Workdir,
+                                        bounded)
 from orchestrator.config.yamlio import format_validation_error, load_yaml
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -60,6 +61,8 @@ class Device(BaseModel):
     sensors: dict[str, Any] = {}
     connect_timeout_s: Optional[Seconds] = None
     command_timeout_s: Seconds = 60.0
+    # TFLite's benchmark_model on the device (op_profile: true); unset: looked up on its PATH
+    benchmark_model: Optional[ToolPath] = None
 
     _source: str = PrivateAttr(default="")
     _given_as: str = PrivateAttr(default="")   # the -i argument it was loaded through

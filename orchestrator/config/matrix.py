@@ -1,5 +1,5 @@
 """A suite's matrix expanded into device-free cases: runtimes x models x variants x precision x
-threads x affinity, each backend's formats and precisions taken from its catalog entry."""
+threads x affinity x background load, each backend's formats and precisions taken from its catalog entry."""
 
 from dataclasses import dataclass
 from typing import Optional
@@ -23,6 +23,7 @@ class CaseSpec:
     options: dict
     settings: dict
     overrides: dict   # the entry's own settings overrides (shown in labels)
+    background: Optional[dict] = None   # runtime.background (None: an idle device)
 
 
 def expand_entry(suite, i, entry):
@@ -43,7 +44,8 @@ def expand_entry(suite, i, entry):
         if not triples:
             problems.append(("matrix[%d].precision" % i, _no_precision(spec, entry, fitting)))
         plans.append((backend, triples))
-        count += len(triples) * len(entry.threads or [None]) * len(entry.affinity or [None])
+        count += len(triples) * len(entry.threads or [None]) * len(entry.affinity or [None]) * \
+            len(entry.background or [None])
     if count > MAX_CASES:   # counted before anything is built: a 1000 x 100000 matrix costs nothing
         return [], problems + [("matrix[%d]" % i, "expands to %d cases, past the %d one suite may "
                                 "hold: split it into several suites, or narrow its lists"
@@ -52,10 +54,11 @@ def expand_entry(suite, i, entry):
         for m, v, p in triples:
             for threads in entry.threads or [None]:
                 for aff in entry.affinity or [None]:
-                    cases.append(CaseSpec(
-                        i, m, v, m.variant_format(v), backend, threads,
-                        tuple(sorted(set(aff))) if aff is not None else None, p,
-                        dict(entry.options), settings, entry.settings.values()))
+                    for load in entry.backgrounds():
+                        cases.append(CaseSpec(
+                            i, m, v, m.variant_format(v), backend, threads,
+                            tuple(sorted(set(aff))) if aff is not None else None, p,
+                            dict(entry.options), settings, entry.settings.values(), load))
     return cases, problems
 
 

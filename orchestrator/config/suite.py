@@ -13,7 +13,7 @@ from pydantic import create_model, model_validator
 
 from agent.backends import catalog, userfile
 from agent.schema import (COOLDOWN_LIMITS, COOLDOWN_MODES, DEFAULT_COOLDOWN, DEFAULT_SETTINGS,
-                          ENUM_SETTINGS, mode_problems,
+                          ENUM_SETTINGS, background_problems, mode_problems,
                           MAX_CASES, MAX_CPU_INDEX, MAX_SYNTHETIC_MS, MAX_THREADS, PRECISIONS,
                           SETTING_MAXIMUMS, SETTING_MINIMUMS)
 from orchestrator.errors import ConfigError
@@ -157,6 +157,52 @@ class MatrixEntry(_Strict):
     options: dict[str, Any] = {}
     settings: SettingsOverride = SettingsOverride()
     devices: Optional[list[Selector]] = None
+    # Load beside the case (docs/METHOD.md "Deployment conditions"): each item is a case of its
+    # own: `none`, {cpu: 50%, cores: 2} (or cpu: 50), {command: "a shell command line"}.
+    # Checked item by item with the matrix (_check_matrix), so every bad item is named.
+    background: Annotated[Optional[list[Any]],
+                          BeforeValidator(lambda v: [v] if isinstance(v, (str, dict)) else v)] = None
+
+    def backgrounds(self):
+        """The entry's background loads as the agent's runtime.background dicts (None: idle)."""
+        return [background_spec(item) for item in self.background or [None]]
+
+
+def background_spec(item):
+    """A suite's background item -> runtime.background (None for none)."""
+    if item is None or item == "none":
+        return None
+    if "command" in item:
+        return {"kind": "command", "command": item["command"]}
+    percent = item["cpu"]
+    if isinstance(percent, str):
+        percent = float(percent.strip().rstrip("%"))
+    return {"kind": "cpu", "percent": percent, "cores": item.get("cores", 1)}
+
+
+def background_problem(item):
+    """Why a suite's background item is not one (None when it is)."""
+    hint = "expected none, {cpu: 50%, cores: 2} or {command: \"...\"}"
+    if item is None or item == "none":
+        return None
+    if not isinstance(item, dict) or not item or set(item) - {"cpu", "cores", "command"} or \
+            ("command" in item) == ("cpu" in item):
+        return "%s, got %r" % (hint, item)
+    if "command" in item:
+        if set(item) != {"command"} or not isinstance(item["command"], str):
+            return "a command load is {command: \"a shell command line\"}, got %r" % (item,)
+    else:
+        cpu, cores = item["cpu"], item.get("cores", 1)
+        try:
+            percent = float(cpu.strip().rstrip("%")) if isinstance(cpu, str) else cpu
+        except ValueError:
+            percent = None
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+            return "cpu is a share of each core's time such as 50%%, got %r" % (cpu,)
+        if isinstance(cores, bool) or not isinstance(cores, int):
+            return "cores is a whole number of busy processes, got %r" % (cores,)
+    problems = background_problems(background_spec(item), "background")
+    return "; ".join(p.split(": ", 1)[1] if ": " in p else p for p in problems) or None
 
 
 class Suite(_Strict):
@@ -326,6 +372,10 @@ def _check_matrix(suite, expand=True, names_known=True):
             if variant not in known:
                 problems.append(("matrix[%d].variants[%d]" % (i, j), "no selected model has variant"
                                  " %r; they have: %s" % (variant, ", ".join(sorted(known)))))
+        for j, item in enumerate(entry.background or []):
+            problem = background_problem(item)
+            if problem:
+                problems.append(("matrix[%d].background[%d]" % (i, j), problem))
         if entry.settings.values():
             problems += _check_settings("matrix[%d].settings" % i, suite.settings_for(entry))
         else:   # the suite's settings are what it runs: their modes' rules, named there
