@@ -157,7 +157,7 @@ def apply_affinity(cores):
     return record
 
 
-def run_measurement(backend, settings, clock=None, clock_scale=None, wait=None):
+def run_measurement(backend, settings, clock=None, clock_scale=None, wait=None, inputs=None):
     """Load, time the first inference, warm up, measure, summarize (docs/METHOD.md steps 2-6).
 
     Args:
@@ -167,6 +167,10 @@ def run_measurement(backend, settings, clock=None, clock_scale=None, wait=None):
       clock_scale: seconds per tick of `clock`; default 1.0 for a given clock (seconds).
       wait: paced mode only: wait(ticks) returns once `clock` reads at least `ticks`; default
         sleeps most of the gap and spins the rest (make_wait). A fake clock needs its own.
+      inputs: representative samples (agent/inputs.py load(): a list of samples, each a list of
+        arrays in the model's input order), fed through backend.inputs_from(inputs) and rotated
+        like the seeded pool (input_pool does not apply: the count is theirs); None: seeded
+        random inputs, backend.make_inputs(input_seed, input_pool).
     Returns {"timing": schema timing dict, "memory": {...}, "extended_s": seconds until_stable
     added, "window_mono": (start, end) of the measured window on time.monotonic()}, and for
     mode sustained "windows_mono": [(start, end), ...] of each timing.windows row on
@@ -189,7 +193,13 @@ def run_measurement(backend, settings, clock=None, clock_scale=None, wait=None):
     convert_s = backend.convert_seconds()
 
     # Inputs exist before any timed invoke: generating them must never count as latency.
-    inputs = list(backend.make_inputs(int(settings["input_seed"]), max(1, int(settings["input_pool"]))))
+    if inputs is not None:
+        inputs = list(backend.inputs_from(inputs))
+        if not inputs:
+            raise ValueError("representative inputs: no sample to feed")
+    else:
+        inputs = list(backend.make_inputs(int(settings["input_seed"]),
+                                          max(1, int(settings["input_pool"]))))
     invoke = backend.invoke
     # The timed region (docs/METHOD.md step 5): execute alone where the backend stages apart,
     # staging then reported as stage_ms; staging and execute together when end_to_end is set.

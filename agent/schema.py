@@ -17,6 +17,8 @@ migrates it with migrate_result):
               means what it meant; the validity figures are filled in from its latencies).
   2  2026-12  additions a version-2 reader accepts: runtime.background, setting op_profile,
               job.tools; environment.background and environment.op_profile in results.
+  2  2026-12  additions a version-2 reader accepts: model.inputs (representative inputs, a blob
+              like the model's; MODEL_INPUTS_FIELDS) and environment.inputs in results.
 """
 
 import math
@@ -227,7 +229,14 @@ def _check_enum(problems, doc, path, key, allowed, required=True, allow_none=Fal
 NUMBER = (int, float)
 
 CASE_FIELDS = ("case_id", "model", "runtime", "settings", "label")
-MODEL_FIELDS = ("name", "variant", "format", "sha256", "path", "synthetic_ms")
+MODEL_FIELDS = ("name", "variant", "format", "sha256", "path", "synthetic_ms", "inputs")
+# model.inputs (optional; absent or null: seeded random inputs, input_seed x input_pool): the
+# suite's representative inputs, converted on the controller and shipped as one blob like a
+# model: {"path": "blobs/<sha256>", "sha256", "count": samples in it, "source": the folder's name}.
+MODEL_INPUTS_FIELDS = ("path", "sha256", "count", "source")
+# At most this many samples (input_pool's maximum) and bytes, in the folder and in the blob.
+MAX_INPUT_SAMPLES = SETTING_MAXIMUMS["input_pool"]
+MAX_INPUT_BYTES = 64 * 1024 * 1024
 RUNTIME_FIELDS = ("backend", "threads", "affinity", "precision", "options", "background")
 # runtime.background (optional; absent or null: an otherwise idle device): load the agent runs
 # beside the case from before warm-up to the end of the measurement, in its own process group.
@@ -263,6 +272,7 @@ def check_case(case, path="cases[0].", user_backends=()):
         message = ms is not None and range_problem(ms, 0.0, MAX_SYNTHETIC_MS)
         if message:
             _problem(problems, mp + "synthetic_ms", message)
+        problems.extend(inputs_problems(model.get("inputs"), mp + "inputs"))
     runtime = _check_type(problems, case, path, "runtime", dict)
     if runtime is not None:
         rp = path + "runtime."
@@ -303,6 +313,28 @@ def check_case(case, path="cases[0].", user_backends=()):
             if message:
                 _problem(problems, sp + key, message)
         problems.extend(mode_problems(settings, sp))
+    return problems
+
+
+def inputs_problems(inputs, path="model.inputs"):
+    """Problems of a case's model.inputs (None: seeded random inputs)."""
+    if inputs is None:
+        return []
+    if not isinstance(inputs, dict):
+        return [path + ": expected an object"]
+    problems = []
+    _unknown(problems, inputs, path + ".", MODEL_INPUTS_FIELDS)
+    sha = _check_type(problems, inputs, path + ".", "sha256", str)
+    if sha is not None and (len(sha) != 64 or sha.strip("0123456789abcdef")):
+        _problem(problems, path + ".sha256", "expected 64 lowercase hex digits")
+    where = _check_type(problems, inputs, path + ".", "path", str)
+    if where is not None and not where:
+        _problem(problems, path + ".path", "must not be empty")
+    count = _check_type(problems, inputs, path + ".", "count", int)
+    message = count is not None and range_problem(count, 1, MAX_INPUT_SAMPLES)
+    if message:
+        _problem(problems, path + ".count", message)
+    _check_type(problems, inputs, path + ".", "source", str)
     return problems
 
 

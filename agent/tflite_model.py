@@ -1,7 +1,9 @@
-"""What a .tflite file holds, read without any framework: operator codes and the ops per subgraph.
+"""What a .tflite file holds, read without any framework: operator codes, the ops per subgraph
+and the model's inputs.
 
 A minimal flatbuffer reader (stdlib only) for the few fields benchfleet needs: whether a model is
-Edge TPU-compiled and how many ops a delegate could take. Field numbers follow TFLite's schema.fbs.
+Edge TPU-compiled, how many ops a delegate could take, and the shape, type and name of each input
+(the controller converts representative inputs to them). Field numbers follow TFLite's schema.fbs.
 """
 
 import mmap
@@ -12,10 +14,18 @@ _IDENTIFIER = b"TFL3"
 _CUSTOM = 32
 
 # schema.fbs field ids, per table.
-_MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS = 1, 2
+_MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS, _MODEL_SIGNATURE_DEFS = 1, 2, 7
 _OPCODE_DEPRECATED_BUILTIN, _OPCODE_CUSTOM, _OPCODE_VERSION, _OPCODE_BUILTIN = 0, 1, 2, 3
-_SUBGRAPH_OPERATORS, _SUBGRAPH_NAME = 3, 4
+_SUBGRAPH_TENSORS, _SUBGRAPH_INPUTS, _SUBGRAPH_OPERATORS, _SUBGRAPH_NAME = 0, 1, 3, 4
 _OPERATOR_OPCODE_INDEX = 0
+_TENSOR_SHAPE, _TENSOR_TYPE, _TENSOR_NAME, _TENSOR_SHAPE_SIGNATURE = 0, 1, 3, 7
+_SIGNATURE_INPUTS, _SIGNATURE_SUBGRAPH_INDEX = 0, 4
+_TENSORMAP_NAME, _TENSORMAP_TENSOR_INDEX = 0, 1
+
+# TensorType (schema.fbs) -> numpy dtype name; None where numpy has no such type.
+TENSOR_TYPES = ("float32", "float16", "int32", "uint8", "int64", "string", "bool", "int16",
+                "complex64", "int8", "float64", "complex128", "uint64", None, None, "uint32",
+                "uint16", None, None)
 
 # BuiltinOperator names by code, as the interpreter prints them (tests check this against
 # TensorFlow's generated schema). A newer code than this table knows is named BUILTIN_<code>.
@@ -65,9 +75,14 @@ class ModelInfo(object):
     "name": str}]; subgraphs: [[op name, ...], ...] (subgraph 0 is the one the interpreter runs).
     """
 
-    def __init__(self, operator_codes, subgraphs):
+    def __init__(self, operator_codes, subgraphs, inputs=None):
         self.operator_codes = operator_codes
         self.subgraphs = subgraphs
+        # Subgraph 0's inputs in its order (the interpreter's get_input_details order): {"name":
+        # tensor name, "signature_name": its name in a signature or None, "shape": [int],
+        # "shape_signature": [int] (-1: dynamic) or None, "dtype": numpy dtype name or
+        # "TensorType <n>"}.
+        self.inputs = list(inputs or [])
 
     @property
     def custom_codes(self):
@@ -135,6 +150,20 @@ class _Reader(object):
             raise ValueError("vector of %d entries at %d runs past the end of the file" % (n, vec))
         return [self._indirect(vec + 4 + 4 * i) for i in range(n)]
 
+    def ints(self, table, field):
+        """A vector of int32 ([] when absent)."""
+        pos = self._field(table, field)
+        if pos is None:
+            return []
+        vec = self._indirect(pos)
+        n = self._u("<I", vec)
+        if vec + 4 + 4 * n > len(self.buf):
+            raise ValueError("vector of %d ints at %d runs past the end of the file" % (n, vec))
+        return list(struct.unpack_from("<%di" % n, self.buf, vec + 4))
+
+    def present(self, table, field):
+        return self._field(table, field) is not None
+
     def string(self, table, field):
         pos = self._field(table, field)
         if pos is None:
@@ -179,7 +208,36 @@ def parse(buf):
                                  % (index, len(codes)))
             names.append(codes[index]["name"])
         subgraphs.append(names)
-    return ModelInfo(codes, subgraphs)
+    return ModelInfo(codes, subgraphs, _inputs(r, model))
+
+
+def _inputs(r, model):
+    """Subgraph 0's input tensors (ModelInfo.inputs), with their signature names."""
+    graphs = r.tables(model, _MODEL_SUBGRAPHS)
+    if not graphs:
+        return []
+    tensors = r.tables(graphs[0], _SUBGRAPH_TENSORS)
+    signature = {}
+    for sig in r.tables(model, _MODEL_SIGNATURE_DEFS):
+        if r.scalar(sig, _SIGNATURE_SUBGRAPH_INDEX, "<I", 0) != 0:
+            continue
+        for entry in r.tables(sig, _SIGNATURE_INPUTS):
+            index = r.scalar(entry, _TENSORMAP_TENSOR_INDEX, "<I", 0)
+            signature.setdefault(index, r.string(entry, _TENSORMAP_NAME))
+        break
+    out = []
+    for index in r.ints(graphs[0], _SUBGRAPH_INPUTS):
+        if not 0 <= index < len(tensors):
+            raise ValueError("subgraph input %d is not one of its %d tensors" % (index, len(tensors)))
+        t = tensors[index]
+        code = r.scalar(t, _TENSOR_TYPE, "<b", 0)
+        dtype = TENSOR_TYPES[code] if 0 <= code < len(TENSOR_TYPES) else None
+        out.append({"name": r.string(t, _TENSOR_NAME), "signature_name": signature.get(index),
+                    "shape": r.ints(t, _TENSOR_SHAPE),
+                    "shape_signature": (r.ints(t, _TENSOR_SHAPE_SIGNATURE)
+                                        if r.present(t, _TENSOR_SHAPE_SIGNATURE) else None),
+                    "dtype": dtype or "TensorType %d" % code})
+    return out
 
 
 def read_model(path):

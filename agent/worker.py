@@ -14,9 +14,10 @@ import socket
 import sys
 import tarfile
 import tempfile
+import time
 import traceback
 
-from agent import AGENT_VERSION, fsutil, harness, probe_hw, schema
+from agent import AGENT_VERSION, background, fsutil, harness, opprofile, probe_hw, schema
 from agent.backends import get_backend_class, userfile
 from agent.backends.base import BackendUnavailable, BadModel
 
@@ -266,6 +267,8 @@ def _backend(job_path, job, case):
 
 def _measure(job_path, job, case, doc, out_dir=None):
     """Fill `doc` for an ok case: affinity, backend, harness, validity. Exceptions propagate."""
+    started = time.monotonic()
+    profile_ops = bool(harness.setting(case["settings"], "op_profile"))
     runtime = case.get("runtime") or {}
     env = doc["environment"]
     env["affinity"] = harness.apply_affinity(runtime.get("affinity"))
@@ -273,13 +276,17 @@ def _measure(job_path, job, case, doc, out_dir=None):
     backend = _backend(job_path, job, case)
     doc["runtime"]["options"] = _jsonable(backend.options)  # with the defaults it ran with
     backend.workdir = fsutil.workdir_for_job(job_path)  # device-side build caches: WORKDIR/cache
+    load = background.start(runtime.get("background"), out_dir, "%s.background" % case["case_id"])
     sampler = _start_sampler(case["settings"], doc)
     try:
         try:
             measured = harness.run_measurement(backend, case["settings"])
         finally:
+            env["background"] = background.stop(load)   # kills and reaps it; never raises
             if sampler is not None:
                 sampler.stop()
+        if profile_ops:  # a backend's own per-layer pass (TensorRT), after the measurement
+            env["op_profile"] = opprofile.from_backend(backend, opprofile.time_left(case, started))
         facts = backend.describe() or {}
         env["artifacts"], refused = keep_artifacts(backend, out_dir, case.get("case_id"),
                                                    with_refused=True)
@@ -288,6 +295,9 @@ def _measure(job_path, job, case, doc, out_dir=None):
     finally:
         backend.close()
     env["readiness_after"] = readiness(fsutil.sys_root())
+    if profile_ops and env.get("op_profile") is None:  # benchmark_model, the backend closed
+        opprofile.attach(doc, job, case, backend.model_path, out_dir,
+                         opprofile.time_left(case, started))
     for key in ("version", "delegate", "provider"):
         doc["runtime"][key] = facts.get(key)
     if facts.get("providers_missing"):  # asked for but silently not used (onnxruntime)

@@ -531,8 +531,11 @@ def describe_holder(holder):
 
 
 def _job_blobs(job):
-    """sha256 of every `blobs/<sha>` the job names (models, user backend files), once each."""
+    """sha256 of every `blobs/<sha>` the job names (models, their inputs, user backend files),
+    once each."""
     paths = [(case.get("model") or {}).get("path") or "" for case in job.get("cases") or []]
+    paths += [((case.get("model") or {}).get("inputs") or {}).get("path") or ""
+              for case in job.get("cases") or []]
     paths += [entry.get("path") or "" for entry in (job.get("backends") or {}).values()]
     seen = []
     for path in paths:

@@ -65,23 +65,28 @@ def with_job_identity(result, job, case):
     return records.from_doc(doc), changed
 
 
-def job_case(case, artifact) -> dict:
-    """A planned case as a job.json case (agent/schema.py check_case)."""
+def job_case(case, artifact, inputs=None) -> dict:
+    """A planned case as a job.json case (agent/schema.py check_case); inputs: its
+    orchestrator.inputs.InputsBlob (model.inputs), None for seeded random inputs."""
     model = {"name": case.model_name, "variant": case.variant, "format": case.format,
              "sha256": artifact.sha256 if artifact else None,
              "path": "blobs/" + artifact.sha256 if artifact else None,
              "synthetic_ms": case.synthetic_ms}
+    if inputs is not None:
+        model["inputs"] = inputs.job_entry()
     return {"case_id": case.case_id, "label": case.label, "model": model,
             "runtime": dict(case.runtime), "settings": dict(case.settings)}
 
 
 def device_job(run_id: str, nonce: str, suite, dplan, artifacts: dict, problems: dict,
-               controller: dict | None = None) -> DeviceJob:
+               controller: dict | None = None, inputs: dict | None = None) -> DeviceJob:
     """The job of one device plan.
 
     artifacts/problems: by (model name, variant), from the model builds; a case whose model could
     not be built is a skipped row with the build's reason, never a crash of the run.
     controller: who runs it (user, host, pid), shown to anyone who finds the device busy.
+    inputs: by (model name, variant, folder), orchestrator.inputs.prepare_plan's InputsBlob or
+    the reason it could not be made (the case is then a skipped row with it).
     """
     job = {"schema_version": schema.SCHEMA_VERSION, "kind": schema.JOB_KIND, "run_id": run_id,
            "nonce": nonce, "device": dplan.device.name,
@@ -94,16 +99,25 @@ def device_job(run_id: str, nonce: str, suite, dplan, artifacts: dict, problems:
     for case in dplan.cases:
         key = (case.model_name, case.variant)
         artifact = artifacts.get(key)
-        jc = job_case(case, artifact)
+        problem = problems.get(key)
+        blob = None
+        if case.inputs is not None and case.skip_reason is None and problem is None:
+            blob = (inputs or {}).get(key + (case.inputs,))
+            if not hasattr(blob, "job_entry"):
+                problem = blob or "inputs %s were not prepared" % Path(case.inputs).name
+                blob = None
+        jc = job_case(case, artifact, blob)
         if case.skip_reason is not None:
             out.planned.append(controller_result(job, jc, "skipped", case.skip_reason,
                                                  hint=case.skip_hint))
-        elif key in problems:
-            out.planned.append(controller_result(job, jc, "skipped", problems[key]))
+        elif problem is not None:
+            out.planned.append(controller_result(job, jc, "skipped", problem))
         else:
             job["cases"].append(jc)
             if artifact is not None:
                 out.blobs[artifact.sha256] = artifact.local_path
+            if blob is not None:
+                out.blobs[blob.sha256] = blob.local_path
             _ship_user_backend(out, suite, case.runtime["backend"])
     return out
 

@@ -6,6 +6,7 @@ report shows every cell of the comparison and says why it is empty.
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -32,6 +33,8 @@ class PlannedCase:
     settings: dict                # every DEFAULT_SETTINGS key
     skip_reason: Optional[str] = None
     skip_hint: Optional[str] = None
+    inputs: Optional[str] = None         # absolute folder of the suite's inputs:, else None
+    inputs_digest: Optional[str] = None  # orchestrator.inputs.digest of it (in the case_id)
 
     @property
     def skipped(self):
@@ -104,10 +107,13 @@ class Plan:
 
 
 def _case_json(case):
-    return {"case_id": case.case_id, "label": case.label, "run": not case.skipped,
-            "model": case.model_name, "variant": case.variant, "format": case.format,
-            "runtime": case.runtime, "settings": case.settings,
-            "skip_reason": case.skip_reason, "skip_hint": case.skip_hint}
+    doc = {"case_id": case.case_id, "label": case.label, "run": not case.skipped,
+           "model": case.model_name, "variant": case.variant, "format": case.format,
+           "runtime": case.runtime, "settings": case.settings,
+           "skip_reason": case.skip_reason, "skip_hint": case.skip_hint}
+    if case.inputs is not None:
+        doc["inputs"] = {"folder": case.inputs, "digest": case.inputs_digest}
+    return doc
 
 
 def _device_lines(the_plan, dplan):
@@ -147,8 +153,11 @@ VERDICT_ONLY_SETTINGS = ("p50_ci_max", "drift_max")
 LEGACY_CV_MAX = 0.025   # cv_max's default when case ids were first pinned (then always a verdict)
 
 
-def case_id(model_name, variant, runtime, settings):
+def case_id(model_name, variant, runtime, settings, inputs=None):
     """'c-' + 10 hex of sha256 over canonical JSON: equal inputs give equal ids on every device.
+
+    inputs: the digest of the case's representative inputs folder (orchestrator.inputs.digest),
+    hashed only when given: a case fed seeded random inputs keeps the id it always had.
 
     Ids never change between versions (history compares runs by them): settings added since
     that only judge a result are left out, a setting added later counts only when it is not at
@@ -163,6 +172,8 @@ def case_id(model_name, variant, runtime, settings):
     if "cv_max" in settings and not settings["cv_max"]:
         settings["cv_max"] = LEGACY_CV_MAX
     doc = {"model": model_name, "variant": variant, "runtime": runtime, "settings": settings}
+    if inputs is not None:
+        doc["inputs"] = inputs
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return "c-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
 
@@ -261,7 +272,7 @@ def _device_plan(suite, specs, targets, device, probe, notes):
     for spec in specs:
         if spec.entry in targets and device.name not in targets[spec.entry]:
             continue
-        case = _planned_case(spec, suite.backend(spec.backend), device, probe)
+        case = _planned_case(spec, suite.backend(spec.backend), device, probe, suite)
         if case.case_id in seen:
             # The same case reached through two entries runs once: a job needs unique ids.
             notes.append("%s: %s from matrix[%d] is the same case as matrix[%d]; planned once"
@@ -272,19 +283,27 @@ def _device_plan(suite, specs, targets, device, probe, notes):
     return dplan
 
 
-def _planned_case(spec, backend, device, probe):
+def _planned_case(spec, backend, device, probe, suite=None):
     runtime = {"backend": spec.backend, "threads": spec.threads,
                "affinity": list(spec.affinity) if spec.affinity is not None else None,
                "precision": spec.precision, "options": dict(spec.options)}
     if spec.background is not None:   # absent when idle: ids of cases without load unchanged
         runtime["background"] = dict(spec.background)
     skip = _skip(backend, runtime, device, probe) or (None, None)
+    found = suite.inputs_for(spec.entry, spec.model) if suite is not None else None
+    folder = found[0] if found else None
+    digest = None
+    text = label(spec)
+    if folder is not None:
+        from orchestrator import inputs as case_inputs
+        digest = case_inputs.digest(folder)
+        text += " inputs=" + os.path.basename(folder)
     return PlannedCase(
-        case_id=case_id(spec.model.name, spec.variant, runtime, spec.settings),
-        label=label(spec), entry=spec.entry, model_name=spec.model.name, variant=spec.variant,
+        case_id=case_id(spec.model.name, spec.variant, runtime, spec.settings, digest),
+        label=text, entry=spec.entry, model_name=spec.model.name, variant=spec.variant,
         format=spec.format, builtin=spec.model.builtin, path=spec.model.resolved_path(),
         synthetic_ms=spec.model.synthetic_ms, runtime=runtime, settings=dict(spec.settings),
-        skip_reason=skip[0], skip_hint=skip[1])
+        skip_reason=skip[0], skip_hint=skip[1], inputs=folder, inputs_digest=digest)
 
 
 def backend_skip(backend, device, probe, affinity=None):

@@ -460,17 +460,20 @@ def _execute(run, suite, the_plan, progress, max_parallel, wait_s=0.0, kept=None
     """Build models, make each device's job, run every device with cases left (kept: results
     already here, for a resume); (outcomes, jobs, manifest facts)."""
     from orchestrator import deploy, execute
+    from orchestrator import inputs as case_inputs
     from orchestrator.jobs import device_job
     from orchestrator.runlock import controller_identity
     kept = kept or {}
 
     artifacts, problems = build_artifacts(the_plan, suite, progress)
+    blobs = case_inputs.prepare_plan(the_plan, suite, artifacts,
+                                     lambda text: progress.say("controller", text))
     agent = deploy.local_agent()
     jobs, runs = {}, []
     for dplan in the_plan.devices:
         name = dplan.device.name
         djob = jobs[name] = device_job(run.summary.run_id, run.manifest["nonce"], suite, dplan,
-                                       artifacts, problems, controller_identity())
+                                       artifacts, problems, controller_identity(), blobs)
         know = getattr(progress, "know_cases", None)
         if know is not None:
             know(name, djob.job["cases"])
@@ -489,6 +492,10 @@ def _execute(run, suite, the_plan, progress, max_parallel, wait_s=0.0, kept=None
                                                          wait_s=wait_s)}
     extra = {"agent_sha256": agent[1],
              "artifacts": {"%s/%s" % k: a.sha256 for k, a in artifacts.items()}}
+    made = {"%s/%s %s" % (k[0], k[1], Path(k[2]).name): b.sha256 for k, b in blobs.items()
+            if hasattr(b, "sha256")}
+    if made:   # which blob fed which model variant (the case ids hash the folders' content)
+        extra["inputs"] = made
     return outcomes, jobs, extra
 
 

@@ -2,6 +2,8 @@
 
 A backend never reads a clock for measurement. The harness calls, in order:
 load() -> make_inputs(seed, count) -> invoke(x) many times -> describe() -> close().
+With a case's representative inputs (model.inputs, agent/inputs.py) inputs_from(samples) takes
+make_inputs' place.
 """
 
 
@@ -63,6 +65,16 @@ class Backend(object):
         """Return `count` ready-to-feed inputs, seeded, in the model's dtype and range."""
         raise NotImplementedError
 
+    def inputs_from(self, samples):
+        """Ready-to-feed inputs (as make_inputs returns them) from representative samples: a
+        list of samples, each a list of numpy arrays in the model's input order. A sample
+        whose arrays do not fit the model (count, shape, dtype) raises BadModel naming both;
+        check_samples does that against the backend's input details."""
+        raise NotImplementedError(
+            "backend %s cannot take representative inputs (the suite's inputs:); run it on "
+            "seeded random inputs (leave inputs: out) or give the backend inputs_from()"
+            % self.name)
+
     def invoke(self, inputs):
         """One synchronous inference. Must return only when the result is ready."""
         raise NotImplementedError
@@ -87,3 +99,41 @@ class Backend(object):
 
     def close(self):
         pass
+
+
+def _dims(shape):
+    return [None if d is None or (isinstance(d, int) and d < 0) else d for d in shape]
+
+
+def check_samples(samples, inputs, backend):
+    """Representative samples checked against a model's inputs; returns them as C-contiguous
+    arrays (what runtimes copy from fastest).
+
+    inputs: [(name, shape, numpy dtype)] in the model's input order; a dimension that is None
+    or negative (dynamic) takes any size.
+    Raises:
+        BadModel: a sample with another number of arrays, or an array of another shape or dtype
+        than its input (both named).
+    """
+    import numpy as np
+    if not samples:
+        raise BadModel("%s: the representative inputs hold no sample" % backend)
+    out = []
+    for s, sample in enumerate(samples):
+        where = "representative input sample %d of %d" % (s + 1, len(samples))
+        if len(sample) != len(inputs):
+            raise BadModel("%s has %d arrays; the model takes %d inputs (%s)" % (
+                where, len(sample), len(inputs), ", ".join(str(n) for n, _, _ in inputs)))
+        arrays = []
+        for array, (name, shape, dtype) in zip(sample, inputs):
+            want = _dims(list(shape))
+            got = [int(d) for d in array.shape]
+            if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+                raise BadModel("%s, input %s: shape %s, but the model takes %s"
+                               % (where, name, got, ["?" if w is None else w for w in want]))
+            if np.dtype(array.dtype) != np.dtype(dtype):
+                raise BadModel("%s, input %s: dtype %s, but the model takes %s"
+                               % (where, name, np.dtype(array.dtype).name, np.dtype(dtype).name))
+            arrays.append(np.ascontiguousarray(array))
+        out.append(arrays)
+    return out

@@ -10,7 +10,8 @@ import sys
 import tempfile
 
 from agent.backends import catalog
-from agent.backends.base import Backend, BackendUnavailable, BadModel, require_module
+from agent.backends.base import (Backend, BackendUnavailable, BadModel, check_samples,
+                                 require_module)
 from agent.backends.tflite import _random_array, read_model_info
 
 DISPATCH_OP = "DISPATCH_OP"  # the custom op of partitions compiled ahead of time for an NPU
@@ -251,6 +252,15 @@ class LiteRTBackend(Backend):
         return [[_random_array(rng, tuple(d["shape"]), np.dtype(d["dtype"])) for d in self._inputs]
                 for _ in range(count)]
 
+    def inputs_from(self, samples):
+        """Representative samples (in the model file's subgraph input order) as this
+        signature's inputs: reordered by tensor name where the signature lists them otherwise."""
+        order = _signature_order(self._inputs, self.model_info)
+        samples = [[sample[i] for i in order] if len(sample) == len(order) else sample
+                   for sample in samples]
+        return check_samples(samples, [(d["signature_name"], d["shape"], d["dtype"])
+                                       for d in self._inputs], self.name)
+
     splits_staging = True
 
     def invoke(self, inputs):
@@ -323,6 +333,25 @@ class LiteRTBackend(Backend):
         if self.model is not None:
             self.model.close()
             self.model = self._env = None
+
+
+def _signature_order(details, model_info):
+    """For each signature input, its position among the model file's subgraph inputs (matched by
+    tensor name, then by signature name); the identity when they cannot all be matched."""
+    identity = list(range(len(details)))
+    names = [(i.get("name"), i.get("signature_name")) for i in getattr(model_info, "inputs", [])]
+    if len(names) != len(details):
+        return identity
+    order = []
+    for d in details:
+        found = [k for k, (tensor, sig) in enumerate(names)
+                 if d.get("name") is not None and d.get("name") == tensor]
+        found = found or [k for k, (tensor, sig) in enumerate(names)
+                          if sig is not None and sig == d.get("signature_name")]
+        if len(found) != 1 or found[0] in order:
+            return identity
+        order.append(found[0])
+    return order
 
 
 def _tensor_facts(detail):

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 
-from agent.backends.base import Backend, BadModel, require_module
+from agent.backends.base import Backend, BadModel, check_samples, require_module
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -110,6 +110,16 @@ class OnnxRuntimeBackend(Backend):
             pool.append(feed)
         self._pool = pool
         return pool
+
+    def inputs_from(self, samples):
+        """Representative samples as {input name: array} feeds, in session.get_inputs() order (a
+        dynamic dimension takes any size)."""
+        nodes = self._inputs
+        checked = check_samples(samples, [(n.name, [d if isinstance(d, int) and d > 0 else None
+                                                     for d in n.shape], _numpy_dtype(n.type))
+                                          for n in nodes], self.name)
+        self._pool = [dict((n.name, a) for n, a in zip(nodes, arrays)) for arrays in checked]
+        return self._pool
 
     def invoke(self, inputs):
         # session.run returns host arrays: synchronous for every provider, CUDA included.

@@ -7,7 +7,8 @@ INVALID. Runs on Python 3.6+; numpy and openvino are imported inside methods.
 
 import os
 
-from agent.backends.base import Backend, BackendUnavailable, BadModel, require_module
+from agent.backends.base import (Backend, BackendUnavailable, BadModel, check_samples,
+                                 require_module)
 
 INSTALL_HINT = "pip install openvino"
 # Devices that choose among or split over the devices listed after the colon ("AUTO:GPU,CPU").
@@ -148,6 +149,14 @@ class OpenVINOBackend(Backend):
             pool.append(tensors)
         return pool
 
+    def inputs_from(self, samples):
+        """Representative samples as ov.Tensors, in compiled.inputs order (a dynamic dimension
+        takes any size)."""
+        ports = list(self.compiled.inputs)
+        checked = check_samples(samples, [(port.get_any_name(), _dims(port), _numpy_dtype(port))
+                                          for port in ports], self.name)
+        return [[self._ov.Tensor(a, shared_memory=True) for a in arrays] for arrays in checked]
+
     splits_staging = True
 
     def invoke(self, inputs):
@@ -254,6 +263,15 @@ def _static_shape(port):
         raise BadModel("input %s has a dynamic rank: make_inputs cannot give it a shape"
                        % port.get_any_name())
     return tuple(d.get_length() if d.is_static else 1 for d in shape)
+
+
+def _dims(port):
+    """The port's dimensions, None where dynamic (any size)."""
+    shape = port.get_partial_shape()
+    if shape.rank.is_dynamic:
+        raise BadModel("input %s has a dynamic rank: representative inputs need a fixed rank"
+                       % port.get_any_name())
+    return [d.get_length() if d.is_static else None for d in shape]
 
 
 def _numpy_dtype(port):

@@ -28,7 +28,9 @@ class SyntheticBackend(Backend):
         self._wait_s = float(ms) / 1000.0
         self._printed = False
         self._mode = self.options.get("wait") or "spin"
-        self._per_s = None   # work mode: loop iterations per second, calibrated in load()
+        # work mode: loop iterations per second, calibrated now, before the worker starts any
+        # background load (calibrated under load, the work would shrink with it)
+        self._per_s = _calibrate() if self._mode == "work" else None
         self._jitter = float(self.options.get("jitter") or 0.0)
         self._drift = float(self.options.get("drift") or 0.0)
         self._phases = _parse_phases(self.options.get("phases"))
@@ -51,12 +53,16 @@ class SyntheticBackend(Backend):
                                      hint="drop test_raise from the case options")
         if opts.get("test_raise") == "error":
             raise RuntimeError("synthetic test_raise: error requested")
-        if self._mode == "work":
-            self._per_s = _calibrate()
 
     def make_inputs(self, seed, count):
         rng = random.Random(seed)
         return [rng.randint(0, 255) for _ in range(count)]
+
+    def inputs_from(self, samples):
+        """Any representative samples: the busy-wait does not depend on them."""
+        if not samples:
+            raise BadModel("synthetic: the representative inputs hold no sample")
+        return list(samples)
 
     def _wait(self):
         """This invoke's wait in seconds, with the planted jitter, drift and phases."""

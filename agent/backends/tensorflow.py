@@ -4,7 +4,7 @@ This is how the seed measured plain TF (first call 2.03 s, mean 23.4 ms on a GTX
 Python 3.6+; tensorflow and numpy are imported inside methods.
 """
 
-from agent.backends.base import Backend, BadModel, require_module
+from agent.backends.base import Backend, BadModel, check_samples, require_module
 
 _HINT = "pip install tensorflow (or tensorflow-cpu)"
 
@@ -81,6 +81,19 @@ class TensorFlowBackend(Backend):
                 inputs[name] = tf.constant(array)
             pool.append(inputs)
         return pool
+
+    def inputs_from(self, samples):
+        """Representative samples as dicts name -> tf constant; the model's input order is the
+        serving signature's input names sorted (as make_inputs feeds them)."""
+        import numpy as np
+        tf = self._tf
+        specs = self._fn.structured_input_signature[1]
+        names = sorted(specs)
+        checked = check_samples(samples, [(n, [None if d is None else int(d)
+                                               for d in specs[n].shape.as_list()],
+                                           np.dtype(specs[n].dtype.as_numpy_dtype))
+                                          for n in names], self.name)
+        return [dict((n, tf.constant(a)) for n, a in zip(names, arrays)) for arrays in checked]
 
     def invoke(self, inputs):
         # Eager TF returns once kernels are enqueued; on a GPU the stream may still be running.

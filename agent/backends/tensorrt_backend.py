@@ -7,13 +7,19 @@ CUDA comes from cuda-python (preferred) or pycuda; both API generations of Tenso
 (8.5+ named tensors and execute_async_v3, older bindings and execute_async_v2), and both ways of
 asking for a reduced precision (builder flags up to TensorRT 10; strongly typed networks, where the
 model's own types decide, on TensorRT 11).
+
+With setting op_profile, op_profile() times every layer through TensorRT's IProfiler on a pass
+of its own after the measurement (the profiler slows execution, so it never runs while timed).
 """
 
 import ctypes
 import importlib
 import os
+import shutil
+import tempfile
+import time
 
-from agent import schema
+from agent import opprofile, schema
 from agent.backends import devcache
 from agent.backends.base import Backend, BackendUnavailable, BadModel, require_module
 
@@ -22,6 +28,9 @@ TRT_HINT = ("on Jetson: comes with JetPack (apt install python3-libnvinfer); "
 CUDA_HINT = "pip install cuda-python (on Jetson with JetPack 4: pip3 install pycuda)"
 GPU_HINT = "check the NVIDIA driver with `nvidia-smi` (on Jetson: the JetPack install)"
 TIMED = "h2d+execute+d2h"
+PROFILE_RUNS = 20     # profiled executions after one unrecorded one
+PROFILE_NOTE = ("measured apart, after the case: TensorRT's IProfiler layer times (profiling slows "
+                "execution), per-layer shares of that pass, not the case's latency")
 
 
 def import_tensorrt():
@@ -387,6 +396,45 @@ def _np_dtype(trt, trt_dtype):
     return np.dtype(trt.nptype(trt_dtype))
 
 
+class LayerTimes(object):
+    """What IProfiler.report_layer_time reports, summed per layer over a profiling pass."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.order, self.totals, self.calls = [], {}, {}
+
+    def add(self, layer_name, ms):
+        name = str(layer_name)
+        if name not in self.totals:
+            self.order.append(name)
+            self.totals[name], self.calls[name] = 0.0, 0
+        try:
+            ms = float(ms)
+        except (TypeError, ValueError):
+            return
+        if ms == ms and ms not in (float("inf"), float("-inf")):
+            self.totals[name] += ms
+            self.calls[name] += 1
+
+
+def make_profiler(trt, times):
+    """A trt.IProfiler whose report_layer_time(layer_name, ms) adds to `times` (a LayerTimes).
+    TensorRT calls it once per layer after each execute_v2 (before 8.5: synchronous execution
+    only) or execute_async_v3 (8.5+); an engine built with ProfilingVerbosity NONE names its
+    layers by index."""
+
+    class Profiler(trt.IProfiler):
+        def __init__(self):
+            trt.IProfiler.__init__(self)  # pybind11: the base must be initialized explicitly
+
+        def report_layer_time(self, layer_name, ms):
+            times.add(layer_name, ms)
+
+    return Profiler()
+
+
 class TensorRTBackend(Backend):
     """ONNX -> cached engine -> execution context with every buffer allocated in load()."""
 
@@ -406,6 +454,8 @@ class TensorRTBackend(Backend):
         self._tensors = []  # (name, index, is_input, shape, numpy dtype, device pointer)
         self._outputs = []  # (host pinned array, device pointer)
         self._bindings = None  # older TensorRT: device pointers by binding index
+        self.artifacts = {}    # kept beside the result: the per-layer table of op_profile()
+        self._tmp = None
 
     def load(self):
         trt = self.trt = import_tensorrt()
@@ -506,6 +556,61 @@ class TensorRTBackend(Backend):
         if ok is False:
             raise RuntimeError("TensorRT execution failed (see agent.log)")
 
+    def op_profile(self, runs=PROFILE_RUNS, max_s=60.0, clock=time.monotonic):
+        """Per-layer times through IProfiler on a pass after the measurement: one unrecorded
+        execution, then up to `runs` recorded ones within max_s. Returns the op_profile record
+        (the TFLite table's keys; a layer has a name, no type) and keeps the table as
+        layer_profile.json; None before load()."""
+        trt, ctx = self.trt, self._context
+        if ctx is None:
+            return None
+        if not hasattr(trt, "IProfiler"):
+            return {"status": "unavailable", "tool": "tensorrt IProfiler",
+                    "reason": "TensorRT %s has no IProfiler in its Python API" % trt.__version__}
+        times = LayerTimes()
+        profiler = make_profiler(trt, times)  # held here too: the context must not outlive it
+        ctx.profiler = profiler
+        try:
+            inputs = self.make_inputs(self.input_seed, 1)[0]
+            self._profiled_execute(inputs)   # first execution: not recorded
+            times.reset()
+            done, start = 0, clock()
+            while done < runs and (done == 0 or clock() - start < max_s):
+                self._profiled_execute(inputs)
+                done += 1
+        finally:
+            try:
+                ctx.profiler = None
+            except (TypeError, AttributeError, ValueError):
+                pass  # a binding that refuses None: the pass is over either way
+        record = {"status": "ok" if times.order else "failed", "tool": "tensorrt IProfiler",
+                  "version": trt.__version__, "note": PROFILE_NOTE,
+                  "api": "execute_async_v3" if hasattr(ctx, "execute_async_v3") else "execute_v2"}
+        record.update(opprofile.layer_table(times.totals, times.calls, times.order, done))
+        if not times.order:
+            record["reason"] = "TensorRT reported no layer times over %d executions" % done
+        self._tmp = self._tmp or tempfile.mkdtemp(prefix="benchfleet-trt-")
+        self.artifacts["layer_profile.json"] = opprofile.write_json(
+            os.path.join(self._tmp, "layer_profile.json"), record)
+        return record
+
+    def _profiled_execute(self, inputs):
+        """One whole inference for the profiler: h2d, execute, d2h, synchronize. Before TensorRT
+        8.5 the profiler reports synchronous execute_v2 only (not execute_async_v2)."""
+        cuda, ctx = self.cuda, self._context
+        for dev, host in inputs:
+            cuda.htod_async(dev, host)
+        if hasattr(ctx, "execute_async_v3"):
+            ok = ctx.execute_async_v3(cuda.stream_handle())
+        else:
+            cuda.synchronize()  # the inputs are on the device before the synchronous call
+            ok = ctx.execute_v2(self._bindings)
+        for host, dev in self._outputs:
+            cuda.dtoh_async(host, dev)
+        cuda.synchronize()
+        if ok is False:
+            raise RuntimeError("TensorRT execution failed during the profiling pass")
+
     def describe(self):
         trt = self.trt
         facts = {"version": trt.__version__ if trt is not None else None, "delegate": None,
@@ -529,6 +634,9 @@ class TensorRTBackend(Backend):
         self._outputs, self._bindings = [], None
         if self.cuda is not None:
             self.cuda.close()
+        if self._tmp:  # the worker has copied what it keeps by now
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
 
 def _zeros(shape, dtype):

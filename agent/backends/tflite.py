@@ -7,7 +7,7 @@ starts (and probes) on devices that lack them.
 import os
 
 from agent import tflite_model
-from agent.backends.base import Backend, BackendUnavailable, BadModel
+from agent.backends.base import Backend, BackendUnavailable, BadModel, check_samples
 
 # Tried in this order: the current standalone runtime, the legacy one (Pi, Python <= 3.11), and
 # the copy inside full TensorFlow. The first that imports is the one a device has chosen.
@@ -158,6 +158,12 @@ class TFLiteBackend(Backend):
                 arrays.append(_random_array(rng, shape, dtype))
             pool.append(arrays)
         return pool
+
+    def inputs_from(self, samples):
+        """Representative samples as the interpreter's inputs (get_input_details order, which is
+        the model file's subgraph input order the controller writes them in)."""
+        return check_samples(samples, [(d["name"], d["shape"], d["dtype"]) for d in self._inputs],
+                             self.name)
 
     splits_staging = True
 

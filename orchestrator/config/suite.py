@@ -96,10 +96,14 @@ class ModelSpec(_Strict):
     # int8 calibration samples for a built-in (a folder of .npy files, relative to the suite);
     # default: seeded random pixels, like the inputs the harness feeds.
     representative: Optional[str] = None
+    # The inputs the timed runs are fed (a folder of .npy/.npz arrays or images, relative to the
+    # suite; orchestrator/inputs.py); default: seeded random inputs (input_seed, input_pool).
+    inputs: Optional[str] = None
 
     _file_format: str = PrivateAttr(default="")
     _resolved: str = PrivateAttr(default="")
     _representative: str = PrivateAttr(default="")
+    _inputs: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -143,6 +147,10 @@ class ModelSpec(_Strict):
         """Absolute path of the `representative:` folder, or None."""
         return self._representative or None
 
+    def resolved_inputs(self):
+        """Absolute path of the `inputs:` folder, or None."""
+        return self._inputs or None
+
 
 class MatrixEntry(_Strict):
     """One line of the sweep: runtimes x models x variants x threads x affinity x precision."""
@@ -162,6 +170,10 @@ class MatrixEntry(_Strict):
     # Checked item by item with the matrix (_check_matrix), so every bad item is named.
     background: Annotated[Optional[list[Any]],
                           BeforeValidator(lambda v: [v] if isinstance(v, (str, dict)) else v)] = None
+    # The timed runs' inputs for every model of the entry (over the models' own `inputs:`).
+    inputs: Optional[str] = None
+
+    _inputs: str = PrivateAttr(default="")
 
     def backgrounds(self):
         """The entry's background loads as the agent's runtime.background dicts (None: idle)."""
@@ -238,6 +250,18 @@ class Suite(_Strict):
     def model(self, name):
         return next(m for m in self.models if m.name == name)
 
+    def inputs_for(self, entry, model):
+        """(absolute folder, the field that named it) of the inputs a case of matrix entry
+        `entry` (its index) with `model` (a ModelSpec) is fed, or None: seeded random inputs.
+        The entry's `inputs:` wins over the model's."""
+        item = self.matrix[entry]
+        if item.inputs is not None:
+            return item._inputs, "matrix[%d].inputs" % entry
+        if model.inputs is not None:
+            index = next(i for i, m in enumerate(self.models) if m is model)
+            return model._inputs, "models[%d].inputs" % index
+        return None
+
     def settings_for(self, entry):
         """DEFAULT_SETTINGS, then the suite's, then the entry's overrides; every key present."""
         merged = {**DEFAULT_SETTINGS, **self.settings.values(), **entry.settings.values()}
@@ -272,6 +296,7 @@ def load_suite(path):
     model_problems = _check_models(suite, path.parent) + file_problems
     problems = model_problems + _check_matrix(suite, expand=not model_problems,
                                               names_known=not file_problems)
+    problems += _check_inputs(suite, path.parent, expand=not problems)
     if problems:
         raise ConfigError(["%s: %s: %s" % (path, where, msg) for where, msg in problems])
     return suite
@@ -330,6 +355,41 @@ def _check_representative(model, where, base_dir):
     if not full.is_dir():
         return [(where + ".representative", "not a folder: %s (expected .npy samples)" % full)]
     return []
+
+
+def _check_inputs(suite, base_dir, expand=True):
+    """Each `inputs:` folder (orchestrator/inputs.py folder_files) and, once the matrix expands,
+    its samples against the input of every model variant a case feeds them to."""
+    from orchestrator import inputs as case_inputs
+    problems, bad = [], set()
+    fields = [("models[%d].inputs" % i, m) for i, m in enumerate(suite.models)] + \
+             [("matrix[%d].inputs" % i, e) for i, e in enumerate(suite.matrix)]
+    for where, item in fields:
+        if item.inputs is None:
+            continue
+        item._inputs = str((base_dir / os.path.expanduser(item.inputs)).resolve())
+        try:
+            case_inputs.folder_files(item._inputs)
+        except ConfigError as exc:
+            problems.append((where, str(exc)))
+            bad.add(item._inputs)
+    if not expand or problems:
+        return problems
+    seen = set()
+    for i, entry in enumerate(suite.matrix):
+        for case in expand_entry(suite, i, entry)[0]:
+            found = suite.inputs_for(i, case.model)
+            key = (found, case.model.name, case.variant) if found else None
+            if found is None or key in seen or found[0] in bad:
+                continue
+            seen.add(key)
+            try:
+                specs = case_inputs.model_inputs(case.model, case.variant)
+                case_inputs.check(found[0], specs)
+            except ConfigError as exc:
+                problems.append((found[1], "%s (for %s/%s)" % (exc, case.model.name,
+                                                              case.variant)))
+    return problems
 
 
 def _check_model_path(model, where, base_dir):

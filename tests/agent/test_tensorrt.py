@@ -6,6 +6,7 @@ copy back, synchronize), not TensorRT itself.
 """
 
 import importlib
+import json
 import os
 import sys
 
@@ -136,6 +137,10 @@ class FakeTRT(object):
     class BuilderFlag(object):  # TensorRT up to 10: reduced precision by builder flag
         FP16, INT8 = "FP16", "INT8"
 
+    class IProfiler(object):  # pybind11's base: a subclass calls IProfiler.__init__(self)
+        def __init__(self):
+            self.base_initialized = True
+
     @staticmethod
     def nptype(dtype):
         return dtype
@@ -147,6 +152,23 @@ class FakeTRT(object):
         def deserialize_cuda_engine(self, data):
             assert data == b"fake engine"
             return FakeTRT.engine_class()
+
+
+# What the fake engine's layers report to a profiler per execution (ms); the first profiled
+# execution reports ten times as much (a cold one: it must not be recorded).
+LAYERS = [("/conv1/Conv + /relu1/Relu", 0.25), ("/pool/MaxPool", 0.05),
+          ("/fc/Gemm", 0.7), ("Reformatting CopyNode for Output Tensor 0", 0.0)]
+
+
+def report_layers(ctx):
+    """As TensorRT does after an execution with a profiler set: report_layer_time per layer."""
+    profiler = getattr(ctx, "profiler", None)
+    if profiler is None:
+        return
+    assert getattr(profiler, "base_initialized", False)
+    ctx.profiled = getattr(ctx, "profiled", 0) + 1
+    for name, ms in LAYERS:
+        profiler.report_layer_time(name, ms * (10 if ctx.profiled == 1 else 1))
 
 
 class FakeEngineV3(object):
@@ -174,7 +196,7 @@ class FakeEngineV3(object):
 
 class FakeContextV3(object):
     def __init__(self, engine):
-        self.engine, self.addresses, self.log = engine, {}, None
+        self.engine, self.addresses, self.log = engine, {}, []  # a test may share cuda.log
 
     def get_tensor_shape(self, name):
         return (1, 8)
@@ -184,6 +206,7 @@ class FakeContextV3(object):
 
     def execute_async_v3(self, stream):
         self.log.append(("execute", stream, dict(self.addresses)))
+        report_layers(self)  # TensorRT 8.5+: enqueueV3 reports to a profiler too
         return True
 
 
@@ -210,13 +233,19 @@ class FakeEngineV2(object):
 
 
 class FakeContextV2(object):
-    log = None
+    def __init__(self):
+        self.log = []  # a test may share cuda.log
 
     def get_binding_shape(self, i):
         return (1, 8)
 
     def execute_async_v2(self, bindings, stream):
         self.log.append(("execute", stream, list(bindings)))
+        return True  # before TensorRT 8.5: no profiler reports from an async execution
+
+    def execute_v2(self, bindings):
+        self.log.append(("execute_v2", list(bindings)))
+        report_layers(self)
         return True
 
 
@@ -308,6 +337,88 @@ def test_buffers_allocated_once_and_invoke_copies_executes_syncs_fake_tensorrt_n
     assert fake_gpu == ["fp16"] and again.convert_seconds() == 0.0
     assert again.describe()["cache"] == "hit"
     again.close()
+
+
+def test_op_profile_times_each_layer_through_iprofiler_after_the_measurement_fake_tensorrt_no_gpu(
+        fake_gpu, tmp_path):
+    path = tiny_onnx(tmp_path / "tiny.onnx")
+    backend = trtb.TensorRTBackend(trt_case(path), path)
+    assert backend.op_profile() is None  # before load: nothing to profile
+    backend.workdir = str(tmp_path / "wd")
+    backend.load()
+    ctx, cuda = backend._context, backend.cuda
+    ctx.log = cuda.log
+    for x in backend.make_inputs(0, 2) * 2:  # the measured invokes: no profiler set
+        backend.invoke(x)
+    assert not getattr(ctx, "profiled", 0)
+    record = backend.op_profile(runs=5)
+    assert ctx.profiler is None  # unset after the pass
+    assert ctx.profiled == 6     # one unrecorded execution, then five
+    v3 = FakeTRT.engine_class is FakeEngineV3
+    assert record["api"] == ("execute_async_v3" if v3 else "execute_v2")
+    if not v3:  # TensorRT before 8.5 profiles synchronous execution only
+        assert [e[0] for e in cuda.log].count("execute_v2") == 6
+    assert record["status"] == "ok" and record["tool"] == "tensorrt IProfiler"
+    assert record["runs"] == 5 and record["ops_total"] == 4 and record["by_type"] == []
+    assert [(o["name"], o["avg_ms"], o["percent"], o["times_called"]) for o in record["ops"]] == [
+        ("/conv1/Conv + /relu1/Relu", 0.25, 25.0, 1), ("/pool/MaxPool", 0.05, 5.0, 1),
+        ("/fc/Gemm", 0.7, 70.0, 1), ("Reformatting CopyNode for Output Tensor 0", 0.0, 0.0, 1)]
+    assert record["ops"][-1]["cdf_percent"] == 100.0
+    assert [t["name"] for t in record["top"]] == ["/fc/Gemm", "/conv1/Conv + /relu1/Relu",
+                                                 "/pool/MaxPool"]
+    assert record["total_ms"] == 1.0 and record["top"][0]["type"] is None
+    kept = backend.artifacts["layer_profile.json"]
+    with open(kept) as f:
+        assert json.load(f)["ops"] == record["ops"]
+    backend.close()
+    assert not os.path.exists(kept)  # its temporary folder goes with the backend
+
+
+def test_op_profile_through_the_worker_keeps_the_layer_table_fake_tensorrt_no_gpu(
+        fake_gpu, tmp_path):
+    from agent import opprofile, worker
+    from agent_helpers import workdir_writer
+    path = tiny_onnx(tmp_path / "tiny.onnx")
+    case = trt_case(path, case_id="c-trt-prof")
+    case["settings"].update(op_profile=True, interval_ms=0.0)
+    job = make_job([case])
+    job_path, out = workdir_writer(tmp_path)(job)
+    os.makedirs(out)
+    doc = worker.base_result(job, case, "ok")
+    doc["cooldown"] = {}
+    worker._measure(job_path, job, case, doc, out)
+    record = doc["environment"]["op_profile"]
+    assert record["status"] == "ok" and record["top"][0]["name"] == "/fc/Gemm"
+    assert record["top"][0]["percent"] == 70.0
+    assert doc["environment"]["artifacts"]["layer_profile.json"] == "c-trt-prof.layer_profile.json"
+    with open(os.path.join(out, "c-trt-prof.layer_profile.json")) as f:
+        assert json.load(f)["top"][0]["name"] == "/fc/Gemm"
+    assert doc["timing"]["runs"] >= case["settings"]["runs"]
+    doc["finished_at"] = schema.utc_now()
+    assert schema.check_result(doc) == []
+    # a backend without a profiler of its own leaves the case to benchmark_model
+    assert opprofile.from_backend(object()) is None
+
+
+def test_op_profile_without_iprofiler_is_unavailable_fake_tensorrt_no_gpu(fake_gpu, tmp_path,
+                                                                         monkeypatch):
+    path = tiny_onnx(tmp_path / "tiny.onnx")
+    backend = trtb.TensorRTBackend(trt_case(path), path)
+    backend.workdir = str(tmp_path / "wd")
+    backend.load()
+    monkeypatch.delattr(FakeTRT, "IProfiler")
+    record = backend.op_profile()
+    assert record["status"] == "unavailable" and "no IProfiler" in record["reason"]
+    assert backend.artifacts == {}
+    backend.close()
+
+
+def test_layer_times_ignore_what_a_profiler_could_not_mean():
+    times = trtb.LayerTimes()
+    for name, ms in (("a", 1.0), ("b", "x"), ("a", float("nan")), (3, 2.0)):
+        times.add(name, ms)
+    assert times.order == ["a", "b", "3"] and times.totals == {"a": 1.0, "b": 0.0, "3": 2.0}
+    assert times.calls == {"a": 1, "b": 0, "3": 1}
 
 
 # --- the CUDA stream handle, on the real cuda-python bindings (no GPU needed) ---------------
