@@ -113,7 +113,8 @@ def command(binary, model_path, threads=None, xnnpack=True, delegate=None, deleg
             "--warmup_runs=%d" % int(warmup_runs), "--num_runs=%d" % int(num_runs)]
     if threads is not None:
         argv.append("--num_threads=%d" % int(threads))
-    argv.append("--use_xnnpack=%s" % ("true" if xnnpack else "false"))
+    # benchmark_model applies delegates in the order of their flags; the Interpreter applies a
+    # case's own delegates first and XNNPACK (its default) after them: the same order here.
     if use_gpu:
         argv.append("--use_gpu=true")
     if delegate:
@@ -122,6 +123,7 @@ def command(binary, model_path, threads=None, xnnpack=True, delegate=None, deleg
                  if _writable(k) and _writable(_option_text(v))]
         if pairs:
             argv.append("--external_delegate_options=%s" % ";".join(pairs))
+    argv.append("--use_xnnpack=%s" % ("true" if xnnpack else "false"))
     if max_secs is not None:
         argv.append("--max_secs=%g" % float(max_secs))
     return argv

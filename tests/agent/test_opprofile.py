@@ -207,8 +207,9 @@ def test_command_matches_the_case_threads_xnnpack_and_delegates():
     flags, notes = opprofile.runtime_flags(tflite_case("m.tflite", backend="edgetpu",
                                                        device="usb"))
     argv = opprofile.command("bm", "m", **flags)
-    assert "--external_delegate_path=libedgetpu.so.1" in argv
-    assert "--external_delegate_options=device:usb" in argv and "--use_xnnpack=true" in argv
+    assert argv[6:] == ["--external_delegate_path=libedgetpu.so.1",
+                        "--external_delegate_options=device:usb",
+                        "--use_xnnpack=true"]  # the case's delegate first, as the Interpreter
     assert "Edge TPU" in notes[0]
     flags, _ = opprofile.runtime_flags(tflite_case("m.tflite", backend="litert",
                                                    accelerator="gpu"))
