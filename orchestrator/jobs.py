@@ -52,7 +52,8 @@ def with_job_identity(result, job, case):
     label = case.get("label") or case.get("case_id")
     model = dict(case.get("model") or {})
     runtime = dict(doc.get("runtime") or {})
-    runtime.update((k, (case.get("runtime") or {}).get(k)) for k in IDENTITY_RUNTIME)
+    sent = case.get("runtime") or {}
+    runtime.update((k, sent.get(k)) for k in IDENTITY_RUNTIME if k in sent or k in runtime)
     device = dict(doc.get("device") or {}, name=job.get("device"))
     changed = [what for what, ours, theirs in (
         ("label", label, doc.get("label")), ("model", model, doc.get("model")),

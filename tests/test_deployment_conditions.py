@@ -131,3 +131,21 @@ def test_a_loaded_case_sits_beside_its_idle_twin_with_an_op_profile_top():
     assert "CONV\\_2D 61.2%" in ops             # Markdown-escaped device text
     assert "ADD \\| x" in ops                    # cannot split a cell
     assert "benchmark\\_model not found" in ops
+
+
+def test_the_load_a_row_names_comes_from_the_job_not_the_device():
+    doc = json.loads((GOLDEN / "result-ok1.json").read_text())
+    result = records.from_doc(doc)
+    case = {"case_id": doc["case_id"], "label": doc["label"], "model": doc["model"],
+            "runtime": {k: v for k, v in doc["runtime"].items() if k in jobs.IDENTITY_RUNTIME}}
+    job = {"device": doc["device"]["name"]}
+    same, changed = jobs.with_job_identity(result, job, case)
+    assert changed == [] and same is result   # an idle case: no background on either side
+    forged = dict(doc, runtime=dict(doc["runtime"], background={"kind": "cpu", "percent": 1,
+                                                                "cores": 1}))
+    fixed, changed = jobs.with_job_identity(records.from_doc(forged), job, case)
+    assert changed == ["runtime"] and fixed.runtime.get("background") is None
+    loaded = dict(case, runtime=dict(case["runtime"], background={"kind": "command",
+                                                                 "command": "cam"}))
+    fixed, changed = jobs.with_job_identity(result, job, loaded)
+    assert changed == ["runtime"] and fixed.runtime["background"]["command"] == "cam"
