@@ -44,6 +44,7 @@ def load(job_path, case):
     and dtypes against its model (Backend.inputs_from).
     Raises:
         BadModel: the blob is missing, does not match its sha256, or is not an inputs blob.
+        BackendUnavailable: numpy is not installed (the case is skipped with the install hint).
     """
     path = blob_path(job_path, case)
     if path is None:

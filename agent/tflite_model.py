@@ -75,9 +75,12 @@ class ModelInfo(object):
     "name": str}]; subgraphs: [[op name, ...], ...] (subgraph 0 is the one the interpreter runs).
     """
 
-    def __init__(self, operator_codes, subgraphs, inputs=None):
+    def __init__(self, operator_codes, subgraphs, inputs=None, inputs_error=None):
         self.operator_codes = operator_codes
         self.subgraphs = subgraphs
+        # Why the inputs could not be read (a malformed tensor table), else None: the ops are
+        # what a backend needs, so that alone does not make the file unreadable.
+        self.inputs_error = inputs_error
         # Subgraph 0's inputs in its order (the interpreter's get_input_details order): {"name":
         # tensor name, "signature_name": its name in a signature or None, "shape": [int],
         # "shape_signature": [int] (-1: dynamic) or None, "dtype": numpy dtype name or
@@ -208,7 +211,10 @@ def parse(buf):
                                  % (index, len(codes)))
             names.append(codes[index]["name"])
         subgraphs.append(names)
-    return ModelInfo(codes, subgraphs, _inputs(r, model))
+    try:
+        return ModelInfo(codes, subgraphs, _inputs(r, model))
+    except ValueError as exc:
+        return ModelInfo(codes, subgraphs, [], "its inputs cannot be read: %s" % exc)
 
 
 def _inputs(r, model):
@@ -228,7 +234,8 @@ def _inputs(r, model):
     out = []
     for index in r.ints(graphs[0], _SUBGRAPH_INPUTS):
         if not 0 <= index < len(tensors):
-            raise ValueError("subgraph input %d is not one of its %d tensors" % (index, len(tensors)))
+            raise ValueError("subgraph input %d is not one of its %d tensors"
+                             % (index, len(tensors)))
         t = tensors[index]
         code = r.scalar(t, _TENSOR_TYPE, "<b", 0)
         dtype = TENSOR_TYPES[code] if 0 <= code < len(TENSOR_TYPES) else None

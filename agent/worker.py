@@ -18,6 +18,7 @@ import time
 import traceback
 
 from agent import AGENT_VERSION, background, fsutil, harness, opprofile, probe_hw, schema
+from agent import inputs as case_inputs
 from agent.backends import get_backend_class, userfile
 from agent.backends.base import BackendUnavailable, BadModel
 
@@ -273,6 +274,8 @@ def _measure(job_path, job, case, doc, out_dir=None):
     env = doc["environment"]
     env["affinity"] = harness.apply_affinity(runtime.get("affinity"))
     env["readiness"] = readiness(fsutil.sys_root())
+    samples = case_inputs.load(job_path, case)   # None: the seeded random pool
+    env["inputs"] = case_inputs.describe(case)
     backend = _backend(job_path, job, case)
     doc["runtime"]["options"] = _jsonable(backend.options)  # with the defaults it ran with
     backend.workdir = fsutil.workdir_for_job(job_path)  # device-side build caches: WORKDIR/cache
@@ -280,7 +283,7 @@ def _measure(job_path, job, case, doc, out_dir=None):
     sampler = _start_sampler(case["settings"], doc)
     try:
         try:
-            measured = harness.run_measurement(backend, case["settings"])
+            measured = harness.run_measurement(backend, case["settings"], inputs=samples)
         finally:
             env["background"] = background.stop(load)   # kills and reaps it; never raises
             if sampler is not None:

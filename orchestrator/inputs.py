@@ -90,6 +90,8 @@ def tflite_inputs(path) -> list:
         info = tflite_model.read_model(str(path))
     except (OSError, ValueError) as exc:
         raise InputsError("cannot read the model's inputs from %s: %s" % (path, exc))
+    if info.inputs_error:
+        raise InputsError("%s: %s" % (path, info.inputs_error))
     specs = []
     for t in info.inputs:
         dims = t["shape_signature"] if t["shape_signature"] is not None else t["shape"]
@@ -271,11 +273,12 @@ def convert_image(path, spec):
                           "arrays of %s)" % (path, spec.text())) from None
     _, height, width, channels = spec.shape
     bilinear = getattr(Image, "Resampling", Image).BILINEAR
+    bomb = getattr(Image, "DecompressionBombError", ValueError)   # a huge image, refused
     try:
         with Image.open(path) as img:
             img = img.convert("RGB" if channels == 3 else "L").resize((width, height), bilinear)
             pixels = np.asarray(img, dtype=np.uint8).reshape(1, height, width, channels)
-    except (OSError, ValueError, SyntaxError) as exc:   # PIL's errors for a bad file
+    except (OSError, ValueError, SyntaxError, bomb) as exc:   # PIL's errors for a bad file
         raise InputsError("%s: cannot read this image: %s (replace or remove it)"
                           % (path, exc)) from None
     dtype = np.dtype(spec.dtype)
@@ -353,14 +356,14 @@ def _fit(array, spec, path, specs, key=None):
                               path, len(specs), ", ".join(s.text() for s in specs)))
     if spec is None:
         return array
-    want = spec.shape
+    want, given = spec.shape, list(array.shape)
     if array.ndim == len(want) - 1 and len(want) and want[0] in (1, None):
         array = array[None]
     if array.ndim != len(want) or any(w is not None and w != a for w, a in
                                       zip(want, array.shape)):
         raise InputsError("%s: shape %s does not fit the model's input %s (one sample per file: "
                           "that shape, or it without the leading batch 1)"
-                          % (where, list(array.shape), spec.text()))
+                          % (where, given, spec.text()))
     if np.dtype(array.dtype) != np.dtype(spec.dtype):
         raise InputsError("%s: dtype %s, but the model's input %s takes %s: save it as "
                           "array.astype(numpy.%s)" % (where, array.dtype.name, spec.text(),

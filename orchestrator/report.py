@@ -40,7 +40,7 @@ COLUMNS = [
 ] + [
     # Deployment conditions: the load beside the case ("cpu 50%x2", "command: ..."), and the
     # top operators of an op_profile ("CONV_2D 41.2%; ...").
-    "background", "op_profile_top",
+    "background", "op_profile_top", "inputs",
 ]
 TELEMETRY_COLUMNS = ("temp_start_c", "temp_end_c", "temp_min_c", "temp_max_c", "freq_min_mhz",
                      "power_mean_w")
@@ -104,6 +104,9 @@ def flat_row(result) -> dict:
     row.update(_layout2_columns(result))
     row["background"] = background_text(runtime.get("background"))
     row["op_profile_top"] = op_profile_top(result.environment.get("op_profile"))
+    fed = result.environment.get("inputs")
+    row["inputs"] = str(fed.get("name"))[:200] if isinstance(fed, dict) and \
+        fed.get("source") == "folder" else None
     return Row(row, result)
 
 

@@ -88,7 +88,7 @@ def markdown(rows):
     return report.render_markdown(header, body, rows, rows[0]["run_id"])
 
 
-DEPLOYMENT_COLUMNS = ["background", "op_profile_top"]
+DEPLOYMENT_COLUMNS = ["background", "op_profile_top", "inputs"]
 
 
 def test_the_new_columns_are_appended_after_the_old_ones():

@@ -102,7 +102,8 @@ class Backend(object):
 
 
 def _dims(shape):
-    return [None if d is None or (isinstance(d, int) and d < 0) else d for d in shape]
+    """Plain ints (numpy's, too), None for a dynamic dimension (None or negative)."""
+    return [None if d is None or int(d) < 0 else int(d) for d in shape]
 
 
 def check_samples(samples, inputs, backend):

@@ -542,6 +542,20 @@ class TensorRTBackend(Backend):
         devs = [t[5] for t in self._tensors if t[2]]
         return [[(dev, arrays[name]) for dev, (name, _, _) in zip(devs, specs)] for arrays in pool]
 
+    def inputs_from(self, samples):
+        """Representative samples (agent/inputs.py) as pinned host arrays, one list per sample
+        in binding order, checked against the engine's inputs (base.check_samples)."""
+        from agent.backends.base import check_samples
+        specs = [(t[0], t[3], t[4]) for t in self._tensors if t[2]]
+        devs = [t[5] for t in self._tensors if t[2]]
+        out = []
+        for arrays in check_samples(samples, specs, self.name):
+            hosts = [self.cuda.host_array(shape, dtype) for _, shape, dtype in specs]
+            for host, array in zip(hosts, arrays):
+                host[...] = array
+            out.append(list(zip(devs, hosts)))
+        return out
+
     def invoke(self, inputs):
         cuda = self.cuda
         for dev, host in inputs:

@@ -617,3 +617,21 @@ def test_tensorrt_11_skips_a_precision_the_model_does_not_carry_with_the_reason_
         _build(trt, model, precision)
     assert info.value.reason.startswith("TensorRT 11.0 builds strongly typed networks only")
     assert says in info.value.reason and info.value.hint.startswith(fix)
+
+
+def test_representative_samples_become_pinned_host_arrays_in_binding_order(fake_gpu, tmp_path):
+    import numpy as np
+    from agent.backends.base import BadModel
+    path = tiny_onnx(tmp_path / "tiny.onnx")
+    backend = trtb.TensorRTBackend(trt_case(path), path)
+    backend.workdir = str(tmp_path / "wd")
+    backend.load()
+    samples = [[np.full((1, 8), float(i), np.float32)] for i in range(3)]
+    inputs = backend.inputs_from(samples)
+    (in_ptr, _), _ = backend.cuda.allocs
+    assert [[dev for dev, _ in x] for x in inputs] == [[in_ptr]] * 3
+    assert [float(x[0][1][0, 0]) for x in inputs] == [0.0, 1.0, 2.0]
+    assert inputs[0][0][1] is not samples[0][0]   # copied into the backend's own host buffer
+    with pytest.raises(BadModel) as info:
+        backend.inputs_from([[np.zeros((1, 9), np.float32)]])
+    assert "(1, 8)" in str(info.value) or "[1, 8]" in str(info.value)
