@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import textwrap
 from pathlib import Path
@@ -338,28 +339,25 @@ def render_markdown(header: list[str], body: list[list[str]], rows: list[dict], 
 
 
 def background_section(rows: list[dict]) -> list[str]:
-    """'## Background load': each loaded case beside the same case on an idle device (the row
-    whose label is its own without the load's suffix), p50 and p99 with and without, and the
-    ratio of the p50s. The p99 is what decides real-time feasibility under load."""
+    """'## Background load': each loaded case beside the same case on an idle device (same
+    device, model, inputs, runtime and settings, without the load), p50 and p99 with and
+    without, and the ratio of the p50s. The p99 is what decides real-time feasibility under
+    load."""
     loaded = [r for r in rows if r.get("status") == "ok" and r.get("background")]
     if not loaded:
         return []
-    from orchestrator.plan import background_label
-    idle = {(r["device"], r.get("label")): r for r in rows
-            if r.get("status") == "ok" and not r.get("background")}
+    idle = {}
+    for r in rows:
+        if r.get("status") == "ok" and not r.get("background"):
+            idle.setdefault(_twin_key(r), r)
     body = []
     for r in loaded:
-        result = getattr(r, "result", None)
-        bg = result.runtime.get("background") if result is not None else None
-        suffix = " " + background_label(bg) if isinstance(bg, dict) else ""
-        label = r.get("label") or r["case_id"]
-        base = idle.get((r["device"], label[:-len(suffix)] if suffix and label.endswith(suffix)
-                         else None))
+        base = idle.get(_twin_key(r))
         p50, p50_idle = r.get("p50_ms"), base.get("p50_ms") if base else None
         ratio = "%.2fx" % (p50 / p50_idle) if p50 and p50_idle else "-"
-        body.append([label, r["device"], r["background"],
-                     "%s / %s" % (_ms(p50_idle), _ms(base.get("p99_ms") if base else None))
-                     if base else "no idle run of this case",
+        body.append([r.get("label") or r["case_id"], r["device"], r["background"],
+                     "%s / %s" % (_ms(p50_idle), _ms(base.get("p99_ms"))) if base
+                     else "no idle run of this case",
                      "%s / %s" % (_ms(p50), _ms(r.get("p99_ms"))), ratio])
     header = ["case", "device", "load", "idle p50 / p99, ms", "loaded p50 / p99, ms",
               "p50 loaded / idle"]
@@ -367,6 +365,19 @@ def background_section(rows: list[dict]) -> list[str]:
             "The same case with and without load beside it; the p99 under load is what decides "
             "whether a real-time deadline holds (n/e: too few samples for a p99).", ""] + \
         _table(header, body)
+
+
+def _twin_key(row) -> str:
+    """What makes two rows the same case but for the load beside it (the job's identity: the
+    model and its inputs, the runtime as asked, the settings)."""
+    result = getattr(row, "result", None)
+    if result is None:
+        return json.dumps([row.get("device"), row.get("case_id")])
+    model = {k: result.model.get(k) for k in ("name", "variant", "sha256", "inputs")}
+    runtime = {k: result.runtime.get(k) for k in ("backend", "threads", "affinity", "precision",
+                                                  "options")}
+    return json.dumps([row.get("device"), model, runtime, result.settings], sort_keys=True,
+                      default=str)
 
 
 def op_profile_section(rows: list[dict]) -> list[str]:

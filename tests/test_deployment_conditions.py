@@ -92,9 +92,11 @@ def test_benchmark_model_must_be_an_absolute_path(tmp_path):
     assert any("benchmark_model" in l and "absolute path" in l for l in info.value.problems)
 
 
-def _result(case_id, label, p50, background=None, op_profile=None):
+def _result(case_id, label, p50, background=None, op_profile=None, threads=None):
     doc = json.loads((GOLDEN / "result-ok1.json").read_text())
     doc.update(case_id=case_id, label=label)
+    if threads is not None:
+        doc["runtime"]["threads"] = threads
     if background:
         doc["runtime"]["background"] = background
     if op_profile:
@@ -115,7 +117,8 @@ def test_a_loaded_case_sits_beside_its_idle_twin_with_an_op_profile_top():
     rows = [_result("c-0000000idle", "spin synthetic", 1.0,
                     op_profile={"status": "ok", "top": top}),
             _result("c-000000load", "spin synthetic +cpu 50%x2", 1.5, background=load),
-            _result("c-0000nobase", "other synthetic +cpu 50%x2", 2.0, background=load),
+            _result("c-0000nobase", "spin synthetic t4 +cpu 50%x2", 2.0, background=load,
+                    threads=4),   # no idle run with 4 threads
             _result("c-0000noprof", "third", 1.0,
                     op_profile={"status": "unavailable", "reason": "benchmark_model not found",
                                 "hint": "put it on the device's PATH"})]
