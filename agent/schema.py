@@ -348,7 +348,8 @@ def background_problems(background, path="runtime.background"):
     kind = background.get("kind")
     if kind not in BACKGROUND_KINDS:
         return ["%s.kind: must be one of %s, got %r" % (path, ", ".join(BACKGROUND_KINDS), kind)]
-    allowed = {"cpu": ("kind", "percent", "cores"), "command": ("kind", "command")}[kind]
+    # a command may carry the name it has in the device's inventory (background_commands)
+    allowed = {"cpu": ("kind", "percent", "cores"), "command": ("kind", "command", "name")}[kind]
     _unknown(problems, background, path + ".", allowed)
     if kind == "cpu":
         for key, low, high in (("percent", 1, 100), ("cores", 1, MAX_THREADS)):

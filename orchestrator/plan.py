@@ -198,7 +198,10 @@ def label(spec):
 
 
 def background_label(background):
-    """'+cpu 50%x2' or '+cmd camera-sim' (the command's first word, at most 24 characters)."""
+    """'+cpu 50%x2', '+cmd camera-sim' (the command's first word, at most 24 characters), or
+    '+camera' (a command of the device's inventory, by its name)."""
+    if background["kind"] == "inventory" or background.get("name"):
+        return "+" + background["name"]
     if background["kind"] == "cpu":
         return "+cpu %s%%x%d" % (schema.number_text(background["percent"]), background["cores"])
     word = (background["command"].split() or ["?"])[0].rsplit("/", 1)[-1]
@@ -289,7 +292,21 @@ def _planned_case(spec, backend, device, probe, suite=None):
                "precision": spec.precision, "options": dict(spec.options)}
     if spec.background is not None:   # absent when idle: ids of cases without load unchanged
         runtime["background"] = dict(spec.background)
-    skip = _skip(backend, runtime, device, probe) or (None, None)
+    identity = dict(runtime)   # what the id hashes: an inventory command by its name, so the
+    skip = None                # same case has the same id on every device
+    if (spec.background or {}).get("kind") == "inventory":
+        name = spec.background["name"]
+        identity["background"] = {"kind": "command", "inventory": name}
+        command = device.background_commands.get(name)
+        if command is None:
+            runtime["background"] = None
+            skip = ("background {inventory: %s}: %s has no background_commands.%s in its "
+                    "inventory" % (name, device.name, name),
+                    "add `background_commands: {%s: \"the command line\"}` to %s's entry%s"
+                    % (name, device.name, " in %s" % device.source if device.source else ""))
+        else:
+            runtime["background"] = {"kind": "command", "command": command, "name": name}
+    skip = skip or _skip(backend, runtime, device, probe) or (None, None)
     found = suite.inputs_for(spec.entry, spec.model) if suite is not None else None
     folder = found[0] if found else None
     digest = None
@@ -299,7 +316,7 @@ def _planned_case(spec, backend, device, probe, suite=None):
         digest = case_inputs.digest(folder)
         text += " inputs=" + os.path.basename(folder)
     return PlannedCase(
-        case_id=case_id(spec.model.name, spec.variant, runtime, spec.settings, digest),
+        case_id=case_id(spec.model.name, spec.variant, identity, spec.settings, digest),
         label=text, entry=spec.entry, model_name=spec.model.name, variant=spec.variant,
         format=spec.format, builtin=spec.model.builtin, path=spec.model.resolved_path(),
         synthetic_ms=spec.model.synthetic_ms, runtime=runtime, settings=dict(spec.settings),

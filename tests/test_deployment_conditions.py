@@ -152,3 +152,46 @@ def test_the_load_a_row_names_comes_from_the_job_not_the_device():
                                                                  "command": "cam"}))
     fixed, changed = jobs.with_job_identity(result, job, loaded)
     assert changed == ["runtime"] and fixed.runtime["background"]["command"] == "cam"
+
+
+def test_an_inventory_command_runs_per_device_with_one_case_id(tmp_path):
+    """`background: [{inventory: camera}]` runs each device's own background_commands.camera;
+    the case id names the command, not its text, so the case compares across devices, and a
+    device without one skips the case saying what to add where."""
+    (tmp_path / "inv.yaml").write_text("""devices:
+  pi: {host: a, background_commands: {camera: "libcamera-vid -t 0 -o /dev/null"}}
+  jetson: {host: b, background_commands: {camera: "gst-launch-1.0 nvarguscamerasrc ! fakesink"}}
+  bare: {host: c}
+""")
+    suite = load_suite(_suite(tmp_path, ["none", {"inventory": "camera"}]))
+    the_plan = plan(suite, load_inventory([tmp_path / "inv.yaml"]))
+    pi, jetson, bare = (the_plan.device(n).cases[1] for n in ("pi", "jetson", "bare"))
+    assert pi.case_id == jetson.case_id == bare.case_id and pi.label == "spin synthetic +camera"
+    assert pi.runtime["background"] == {"kind": "command", "name": "camera",
+                                        "command": "libcamera-vid -t 0 -o /dev/null"}
+    assert jetson.runtime["background"]["command"].startswith("gst-launch-1.0")
+    assert pi.skip_reason is None and bare.skip_reason.startswith(
+        "background {inventory: camera}: bare has no background_commands.camera")
+    assert "background_commands: {camera:" in bare.skip_hint and "inv.yaml" in bare.skip_hint
+    job = jobs.device_job("r1", "n", suite, the_plan.device("pi"), {}, {}).job
+    assert schema.check_job(job) == []
+
+
+@pytest.mark.parametrize("inventory,words", [
+    ("devices:\n  box: {host: a, background_commands: {camera: ''}}\n", "empty"),
+    ("devices:\n  box: {host: a, background_commands: {Camera!: x}}\n", "background_commands"),
+])
+def test_bad_inventory_background_commands_are_refused(tmp_path, inventory, words):
+    (tmp_path / "inv.yaml").write_text(inventory)
+    with pytest.raises(ConfigError) as info:
+        load_inventory([tmp_path / "inv.yaml"])
+    assert any("background_commands" in l and words in l for l in info.value.problems), \
+        info.value.problems
+
+
+def test_bad_inventory_reference_in_a_suite_is_refused(tmp_path):
+    path = _suite(tmp_path, [{"inventory": "Not A Name"}])
+    with pytest.raises(ConfigError) as info:
+        load_suite(path)
+    assert any("matrix[0].background[0]" in l and "background_commands" in l
+               for l in info.value.problems)

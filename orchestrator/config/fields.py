@@ -127,6 +127,16 @@ def check_tool_path(value):
     return value
 
 
+def check_background_command(value):
+    """A device's background command: a shell command line the agent runs beside a case."""
+    from agent.schema import MAX_BACKGROUND_COMMAND
+    if not value.strip():
+        raise ValueError("empty: give the shell command line to run beside a case")
+    if len(value) > MAX_BACKGROUND_COMMAND or "\x00" in value:
+        raise ValueError("at most %d characters, no NUL" % MAX_BACKGROUND_COMMAND)
+    return value
+
+
 Host = Annotated[str, AfterValidator(check_host)]
 Alias = Annotated[str, AfterValidator(check_alias)]
 User = Annotated[str, AfterValidator(check_user)]
@@ -134,3 +144,4 @@ ProxyJump = Annotated[str, AfterValidator(check_proxy_jump)]
 Python = Annotated[str, AfterValidator(check_python)]
 Workdir = Annotated[str, AfterValidator(check_workdir)]
 ToolPath = Annotated[str, AfterValidator(check_tool_path)]
+BackgroundCommand = Annotated[str, AfterValidator(check_background_command)]

@@ -15,8 +15,8 @@ from pydantic import model_validator
 from agent.schema import DEFAULT_WORKDIR
 from orchestrator.errors import ConfigError
 from orchestrator.config import ansible
-from orchestrator.config.fields import (Alias, Host, ProxyJump, Python, ToolPath, User, Workdir,
-                                        bounded)
+from orchestrator.config.fields import (Alias, BackgroundCommand, Host, ProxyJump, Python,
+                                        ToolPath, User, Workdir, bounded)
 from orchestrator.config.yamlio import format_validation_error, load_yaml
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -63,6 +63,9 @@ class Device(BaseModel):
     command_timeout_s: Seconds = 60.0
     # TFLite's benchmark_model on the device (op_profile: true); unset: looked up on its PATH
     benchmark_model: Optional[ToolPath] = None
+    # Commands a suite's `background: [{inventory: NAME}]` runs beside a case on this device
+    # (its own capture pipeline, say): {NAME: "a shell command line"}.
+    background_commands: dict[Name, BackgroundCommand] = {}
 
     _source: str = PrivateAttr(default="")
     _given_as: str = PrivateAttr(default="")   # the -i argument it was loaded through

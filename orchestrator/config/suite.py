@@ -5,6 +5,7 @@ Loading checks types (pydantic, strict) and then the cross references a schema c
 """
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -186,6 +187,8 @@ def background_spec(item):
         return None
     if "command" in item:
         return {"kind": "command", "command": item["command"]}
+    if "inventory" in item:   # resolved per device by the planner (its background_commands)
+        return {"kind": "inventory", "name": item["inventory"]}
     percent = item["cpu"]
     if isinstance(percent, str):
         percent = float(percent.strip().rstrip("%"))
@@ -194,12 +197,20 @@ def background_spec(item):
 
 def background_problem(item):
     """Why a suite's background item is not one (None when it is)."""
-    hint = "expected none, {cpu: 50%, cores: 2} or {command: \"...\"}"
+    hint = "expected none, {cpu: 50%, cores: 2}, {command: \"...\"} or {inventory: NAME}"
     if item is None or item == "none":
         return None
-    if not isinstance(item, dict) or not item or set(item) - {"cpu", "cores", "command"} or \
-            ("command" in item) == ("cpu" in item):
+    if not isinstance(item, dict) or not item or \
+            set(item) - {"cpu", "cores", "command", "inventory"} or \
+            sum(k in item for k in ("command", "cpu", "inventory")) != 1:
         return "%s, got %r" % (hint, item)
+    if "inventory" in item:
+        name = item["inventory"]
+        if set(item) != {"inventory"} or not isinstance(name, str) or \
+                not re.match(NAME_PATTERN, name):
+            return ("{inventory: NAME} names a command of each device's background_commands "
+                    "(lower-case letters, digits, . _ -), got %r" % (item,))
+        return None
     if "command" in item:
         if set(item) != {"command"} or not isinstance(item["command"], str):
             return "a command load is {command: \"a shell command line\"}, got %r" % (item,)
