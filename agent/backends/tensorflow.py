@@ -120,7 +120,50 @@ class TensorFlowBackend(Backend):
                 for name, spec in sorted(self._fn.structured_input_signature[1].items())]
         return facts
 
+    def op_profile(self, max_s=60.0, runs=20):
+        """op_profile: true. A tf.profiler trace of `runs` inferences (at most max_s) on a pass
+        after the measurement, kept beside the result as tf_trace.tar (untar, then
+        `tensorboard --logdir DIR`, Profile tab: per-op times). The record carries no op table
+        (the trace is TensorBoard's format, not parsed here). None before load()."""
+        import os
+        import shutil
+        import tarfile
+        import tempfile
+        import time
+        tf = self._tf
+        if tf is None or self._fn is None:
+            return None
+        profiler = getattr(getattr(tf, "profiler", None), "experimental", None)
+        if profiler is None:
+            return {"status": "unavailable", "reason": "this TensorFlow has no "
+                    "tf.profiler.experimental", "hint": "TensorFlow 2.2 or newer traces"}
+        logdir = tempfile.mkdtemp(prefix="benchfleet-tf-trace-")
+        self._trace_dirs = getattr(self, "_trace_dirs", []) + [logdir]
+        inputs = self.make_inputs(0, 1)[0]
+        profiler.start(os.path.join(logdir, "trace"))
+        done, start = 0, time.monotonic()
+        try:
+            while done < runs and time.monotonic() - start < max_s:
+                self.invoke(inputs)
+                done += 1
+        finally:
+            profiler.stop()
+        path = os.path.join(logdir, "tf_trace.tar")
+        with tarfile.open(path, "w") as tar:
+            tar.add(os.path.join(logdir, "trace"), arcname="trace")
+        shutil.rmtree(os.path.join(logdir, "trace"), ignore_errors=True)
+        if not hasattr(self, "artifacts"):
+            self.artifacts = {}
+        self.artifacts["tf_trace.tar"] = path
+        return {"status": "ok", "method": "tf.profiler trace", "runs": done,
+                "seconds": round(time.monotonic() - start, 3), "ops": [], "by_type": [],
+                "top": [], "note": "per-op times are in the kept trace <case_id>.tf_trace.tar: "
+                "untar it and open it with `tensorboard --logdir trace` (Profile tab)"}
+
     def close(self):
+        import shutil
+        for folder in getattr(self, "_trace_dirs", []):
+            shutil.rmtree(folder, ignore_errors=True)
         self._fn = None
         self._model = None
 

@@ -128,6 +128,24 @@ def test_tensorflow_runs_the_savedmodel(tiny_models):
     backend.close()
 
 
+def test_tensorflow_op_profile_keeps_a_real_tf_profiler_trace(tiny_models):
+    """op_profile: true on the tensorflow backend: a tf.profiler trace of a few inferences after
+    the measurement, kept as a tar holding TensorBoard's .xplane.pb; the folder goes on close."""
+    import os
+    import tarfile
+    backend = TensorFlowBackend(case("tensorflow", 2), str(tiny_models["savedmodel"].folder))
+    backend.load()
+    backend.invoke(backend.make_inputs(0, 1)[0])
+    record = backend.op_profile(max_s=30.0, runs=5)
+    assert record["status"] == "ok" and record["runs"] == 5 and record["top"] == []
+    path = backend.artifacts["tf_trace.tar"]
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+    assert any(n.endswith(".xplane.pb") for n in names), names
+    backend.close()
+    assert not os.path.exists(path)
+
+
 def test_tensorflow_sets_threads_in_a_fresh_process(tiny_models):
     # Thread pools can only be set before TF starts: a worker process is fresh, this one is not.
     code = ("import json; from agent.backends.tensorflow import TensorFlowBackend as B; "
