@@ -228,9 +228,17 @@ class SshTransport(Transport):
     def run(self, argv, timeout, env=None):
         check_env(self.name, env)
         cmd = command_line(argv, env)
+        start = time.monotonic()
         with self._mapped("command %s" % argv[0]):
             r = self._connection().run(cmd, timeout=timeout, in_stream=False, hide=True, warn=True,
                                        pty=False)
+        if timeout and time.monotonic() - start >= timeout and r.exited != 0:
+            # invoke raises CommandTimedOut only once its timer thread has finished killing the
+            # command; when the channel closes first it returns as if the command had ended
+            # (seen under load). A command killed at its timeout is a timeout either way.
+            raise CommandTimeout(self.name, "command %s did not finish within %gs on %s (the "
+                                            "remote process may still be running)"
+                                 % (argv[0], timeout, self.target.host))
         return Result(r.exited, r.stdout, r.stderr)
 
     MAX_OUTPUT = 1 << 20   # what run_input keeps of each stream (its commands print a few lines)
