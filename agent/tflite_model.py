@@ -142,26 +142,32 @@ class _Reader(object):
     def _indirect(self, pos):
         return pos + self._u("<I", pos)
 
-    def tables(self, table, field):
-        """Positions of the tables in a vector-of-tables field ([] when absent)."""
+    def _vector(self, table, field, what):
+        """(start, length) of a vector field of 4-byte items, checked against the file's end;
+        None when the field is absent."""
         pos = self._field(table, field)
         if pos is None:
-            return []
+            return None
         vec = self._indirect(pos)
         n = self._u("<I", vec)
         if vec + 4 + 4 * n > len(self.buf):
-            raise ValueError("vector of %d entries at %d runs past the end of the file" % (n, vec))
+            raise ValueError("vector of %d %s at %d runs past the end of the file" % (n, what, vec))
+        return vec, n
+
+    def tables(self, table, field):
+        """Positions of the tables in a vector-of-tables field ([] when absent)."""
+        found = self._vector(table, field, "entries")
+        if found is None:
+            return []
+        vec, n = found
         return [self._indirect(vec + 4 + 4 * i) for i in range(n)]
 
     def ints(self, table, field):
         """A vector of int32 ([] when absent)."""
-        pos = self._field(table, field)
-        if pos is None:
+        found = self._vector(table, field, "ints")
+        if found is None:
             return []
-        vec = self._indirect(pos)
-        n = self._u("<I", vec)
-        if vec + 4 + 4 * n > len(self.buf):
-            raise ValueError("vector of %d ints at %d runs past the end of the file" % (n, vec))
+        vec, n = found
         return list(struct.unpack_from("<%di" % n, self.buf, vec + 4))
 
     def present(self, table, field):
