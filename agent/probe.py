@@ -90,8 +90,11 @@ def memory(root="/"):
 
 
 def device_model(root="/"):
-    """Board name from the device tree (Raspberry Pi, Jetson); NUL-terminated in the file."""
-    text = _read(root, "proc/device-tree/model")
+    """Board name from the device tree (Raspberry Pi, Jetson); NUL-terminated in the file.
+    sysfs first (/proc/device-tree is a link to it on a real board; a chroot with a real procfs
+    can only provide the sysfs file), then /proc/device-tree."""
+    text = _read(root, "sys/firmware/devicetree/base/model") or \
+        _read(root, "proc/device-tree/model")
     return text.rstrip("\x00").strip() if text else None
 
 

@@ -42,6 +42,9 @@ COLUMNS = [
     # Deployment conditions: the load beside the case ("cpu 50%x2", "command: ..."), and the
     # top operators of an op_profile ("CONV_2D 41.2%; ...").
     "background", "op_profile_top", "inputs",
+] + [
+    # true for a device the inventory marks `emulated: true` (its numbers are not a real device's)
+    "emulated",
 ]
 TELEMETRY_COLUMNS = ("temp_start_c", "temp_end_c", "temp_min_c", "temp_max_c", "freq_min_mhz",
                      "power_mean_w")
@@ -108,6 +111,7 @@ def flat_row(result) -> dict:
     fed = result.environment.get("inputs")
     row["inputs"] = str(fed.get("name"))[:200] if isinstance(fed, dict) and \
         fed.get("source") == "folder" else None
+    row["emulated"] = True if (result.device or {}).get("emulated") is True else None
     return Row(row, result)
 
 
@@ -309,6 +313,12 @@ def render_markdown(header: list[str], body: list[list[str]], rows: list[dict], 
     out.append("| " + " | ".join(md(c) for c in header) + " |")
     out.append("|" + "|".join("---" for _ in header) + "|")
     out.extend("| " + " | ".join(md(c) for c in r) + " |" for r in body)
+    emulated = sorted({r["device"] for r in rows if r.get("emulated")})
+    if emulated:
+        out += ["", "Emulated device(s): %s. Their numbers come from an emulator (qemu user mode "
+                "runs some 2000x slower than the board): they prove the software stack works, "
+                "never how fast the board is, and are not comparable with a real device's."
+                % ", ".join(md(d) for d in emulated)]
     # Not ok, INVALID, or ok with a note of the controller's (a kept file it refused).
     notes = [r for r in rows if r.get("validity") == "INVALID" or r.get("status") != "ok"
              or r.get("reason")]

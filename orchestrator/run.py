@@ -478,6 +478,7 @@ def _execute(run, suite, the_plan, progress, max_parallel, wait_s=0.0, kept=None
         if know is not None:
             know(name, djob.job["cases"])
         for doc in djob.planned:
+            mark_emulated(doc, dplan.device)
             run.keep_raw(name, doc)
             progress.say(name, "%s: %s: %s" % (doc["label"], doc["status"], doc["reason"]))
         left = [c for c in djob.job["cases"] if c["case_id"] not in kept.get(name, {})]
@@ -531,8 +532,23 @@ def _gather(run, the_plan, jobs, outcomes, progress, kept=None) -> None:
         for case in dplan.cases:   # plan order: the table reads like the suite
             result = found.get(case.case_id)
             if result is not None:
+                result = mark_emulated(result, dplan.device)
                 run.keep_raw(name, result.to_doc())
                 summary.results.append(result)
+
+
+def mark_emulated(result, device):
+    """A result (doc or records.Result) of an `emulated: true` device with device.emulated set:
+    the controller's word, from the inventory, kept in the raw result so every table rebuilt from
+    raw/ says so too. Other devices' results are returned as they are."""
+    if not getattr(device, "emulated", False):
+        return result
+    if isinstance(result, dict):
+        result["device"] = dict(result.get("device") or {}, emulated=True)
+        return result
+    doc = result.to_doc()
+    doc["device"] = dict(doc.get("device") or {}, emulated=True)
+    return records.from_doc(doc)
 
 
 def write_tables(summary) -> None:

@@ -97,9 +97,10 @@ class SshLab:
         self.known_hosts.touch(mode=0o600)
         self.devices = []
 
-    def add(self, name, umask=None):
+    def add(self, name, umask=None, chroot=None, workdir=None):
         """A device; umask: the one its SFTP server runs with (None: sshd's default). A command
-        session gets login.defs' umask either way (022 on Debian)."""
+        session gets login.defs' umask either way (022 on Debian). chroot: a root-owned root file
+        system every session runs in (sshd's ChrootDirectory; workdir is then a path inside it)."""
         folder = self.root / name
         folder.mkdir(mode=0o755)
         os.chmod(folder, 0o755)
@@ -108,12 +109,12 @@ class SshLab:
         shutil.copy(str(client_key) + ".pub", folder / "authorized_keys")
         os.chmod(folder / "authorized_keys", 0o600)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        workdir = folder / "workdir"
+        workdir = workdir or folder / "workdir"
         for attempt in range(PORT_TRIES):
             # Another test process may take the free port before sshd binds it: pick again.
             port = free_port()
             config = folder / "sshd_config"
-            config.write_text(_config_text(port, folder, host_key, umask))
+            config.write_text(_config_text(port, folder, host_key, umask, chroot))
             device = LabDevice(name, HOST, port, "root", str(client_key), str(self.known_hosts),
                                str(workdir), folder, host_key)
             device.proc = _start_sshd(config, folder / "sshd.log")
@@ -147,7 +148,7 @@ class SshLab:
                     device.proc.wait()
 
 
-def _config_text(port, folder, host_key, umask=None):
+def _config_text(port, folder, host_key, umask=None, chroot=None):
     return "\n".join([
         "Port %d" % port,
         "ListenAddress %s" % HOST,
@@ -163,6 +164,7 @@ def _config_text(port, folder, host_key, umask=None):
         "MaxStartups 100",
         "LogLevel VERBOSE",
         "StrictModes no",
+    ] + (["ChrootDirectory %s" % chroot] if chroot else []) + [
         "",
     ])
 

@@ -92,7 +92,7 @@ DEPLOYMENT_COLUMNS = ["background", "op_profile_top", "inputs"]
 
 
 def test_the_new_columns_are_appended_after_the_old_ones():
-    tail = NEW_COLUMNS + DEPLOYMENT_COLUMNS
+    tail = NEW_COLUMNS + DEPLOYMENT_COLUMNS + ["emulated"]
     assert report.COLUMNS[-len(tail):] == tail
     assert report.COLUMNS.index("finished_at") == len(report.COLUMNS) - len(tail) - 1
 

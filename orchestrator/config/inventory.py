@@ -66,6 +66,9 @@ class Device(BaseModel):
     # Commands a suite's `background: [{inventory: NAME}]` runs beside a case on this device
     # (its own capture pipeline, say): {NAME: "a shell command line"}.
     background_commands: dict[Name, BackgroundCommand] = {}
+    # An emulated device (qemu user-mode, say): its rows say so (results.csv `emulated`, a note in
+    # comparison.md) and `compare` never sets its numbers against a real device's.
+    emulated: bool = False
 
     _source: str = PrivateAttr(default="")
     _given_as: str = PrivateAttr(default="")   # the -i argument it was loaded through

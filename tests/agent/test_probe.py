@@ -19,6 +19,16 @@ def write(root, rel, text, mode="w"):
         f.write(text)
 
 
+def test_device_model_reads_sysfs_first_then_proc_device_tree(tmp_path):
+    """A real Pi has both (/proc/device-tree links to sysfs); a chroot with a real procfs (the
+    emulated Pi of tests/emulated_pi.py) can only fake the sysfs file."""
+    assert probe.device_model(str(tmp_path)) is None
+    write(tmp_path, "proc/device-tree/model", b"From procfs\x00", "wb")
+    assert probe.device_model(str(tmp_path)) == "From procfs"
+    write(tmp_path, "sys/firmware/devicetree/base/model", b"Raspberry Pi 4 Model B Rev 1.4\x00", "wb")
+    assert probe.device_model(str(tmp_path)) == "Raspberry Pi 4 Model B Rev 1.4"
+
+
 def test_pi4_tree_is_recognised(tmp_path):
     write(tmp_path, "proc/device-tree/model", b"Raspberry Pi 4 Model B Rev 1.4\x00", "wb")
     write(tmp_path, "proc/cpuinfo", PI_CPUINFO)
