@@ -647,7 +647,7 @@ def rewrite_tables(run_dir: Path, manifest: dict, warnings: list) -> bool:
     from orchestrator import records
     from orchestrator.collect import loads_untrusted, parse_result
     from orchestrator.jobs import failed_result, with_job_identity
-    from orchestrator.run import RunSummary, write_tables
+    from orchestrator.run import RunSummary, mark_emulated, write_tables
     if not (run_dir / "results.csv").exists() and manifest.get("state") != "finished":
         warnings.append("%s: the run is %s: results.csv and comparison.md are written when it "
                         "finishes (benchfleet resume %s)" % (run_dir, manifest.get("state"),
@@ -684,6 +684,6 @@ def rewrite_tables(run_dir: Path, manifest: dict, warnings: list) -> bool:
             result = records.from_doc(doc)
             if case is not None:
                 result = with_job_identity(result, job, case)[0]
-            summary.results.append(result)
+            summary.results.append(mark_emulated(result, manifest["devices"][name].get("emulated")))
     write_tables(summary)
     return True

@@ -220,9 +220,10 @@ class _Run:
             "selected": list(selected) if selected else None,
             "controller": controller_identity(),
             "nonce": secrets.token_hex(16),
-            "devices": {d.device.name: {"transport": d.device.transport,
-                                        "cases": [c.case_id for c in d.cases],
-                                        "skipped": [c.case_id for c in d.skipped]}
+            "devices": {d.device.name: dict({"transport": d.device.transport,
+                                             "cases": [c.case_id for c in d.cases],
+                                             "skipped": [c.case_id for c in d.skipped]},
+                                            **({"emulated": True} if d.device.emulated else {}))
                         for d in the_plan.devices}}
         run = cls(summary, manifest)
         run.take_lock()
@@ -478,7 +479,7 @@ def _execute(run, suite, the_plan, progress, max_parallel, wait_s=0.0, kept=None
         if know is not None:
             know(name, djob.job["cases"])
         for doc in djob.planned:
-            mark_emulated(doc, dplan.device)
+            mark_emulated(doc, dplan.device.emulated)
             run.keep_raw(name, doc)
             progress.say(name, "%s: %s: %s" % (doc["label"], doc["status"], doc["reason"]))
         left = [c for c in djob.job["cases"] if c["case_id"] not in kept.get(name, {})]
@@ -532,16 +533,17 @@ def _gather(run, the_plan, jobs, outcomes, progress, kept=None) -> None:
         for case in dplan.cases:   # plan order: the table reads like the suite
             result = found.get(case.case_id)
             if result is not None:
-                result = mark_emulated(result, dplan.device)
+                result = mark_emulated(result, dplan.device.emulated)
                 run.keep_raw(name, result.to_doc())
                 summary.results.append(result)
 
 
-def mark_emulated(result, device):
+def mark_emulated(result, emulated):
     """A result (doc or records.Result) of an `emulated: true` device with device.emulated set:
-    the controller's word, from the inventory, kept in the raw result so every table rebuilt from
-    raw/ says so too. Other devices' results are returned as they are."""
-    if not getattr(device, "emulated", False):
+    the controller's word, from the inventory (the manifest keeps it per device, so tables
+    rebuilt from raw/ say so too; the raw files stay the device's words). Other results are
+    returned as they are."""
+    if emulated is not True:
         return result
     if isinstance(result, dict):
         result["device"] = dict(result.get("device") or {}, emulated=True)

@@ -24,3 +24,22 @@ def ssh_lab(tmp_path_factory):
         yield lab
     finally:
         lab.stop()
+
+
+@pytest.fixture(scope="session")
+def emulated_pi(tmp_path_factory):
+    """A started tests/emulated_pi.EmulatedPi (aarch64 Debian Bookworm under qemu-user, reached
+    over a chrooting sshd); skipped unless BENCHFLEET_EMULATED_PI=1 and qemu-user-static,
+    debootstrap and sshd are here. The first run builds the image (about 3 to 6 min), later ones
+    extract the cached tarball (under a second)."""
+    import emulated_pi as epi
+    reason = epi.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("emulated-pi-lab")
+    os.chmod(root, 0o755)
+    pi = epi.EmulatedPi(root)
+    try:
+        yield pi.start()
+    finally:
+        pi.stop()
