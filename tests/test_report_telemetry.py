@@ -184,3 +184,17 @@ def test_pick_windows_spreads_evenly_and_keeps_both_ends():
     gaps = {b - a for a, b in zip(picked, picked[1:])}
     assert gaps <= {73, 74}
     assert report.pick_windows([1, 2, 3]) == [1, 2, 3]
+
+
+def test_an_emulated_device_says_so_in_results_csv_and_comparison_md(tmp_path):
+    from orchestrator.run import mark_emulated
+    real = golden_ok("c-00000000real", "movenet int8 | tflite")
+    emulated = mark_emulated(records.from_doc(golden_ok("c-000000000emu", "movenet fp32 | tflite")),
+                             True)
+    assert emulated.device["emulated"] is True and mark_emulated(real, False) is real
+    rows = rows_of([real]) + [report.flat_row(emulated)]
+    got = written(rows, tmp_path)
+    assert got["c-00000000real"]["emulated"] == "" and got["c-000000000emu"]["emulated"] == "True"
+    text = markdown(rows)
+    assert "Emulated device(s): %s." % rows[1]["device"] in text and "not comparable" in text
+    assert "Emulated" not in markdown(rows[:1])
