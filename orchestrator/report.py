@@ -277,7 +277,9 @@ def comparison(rows: list[dict], devices: list[str]) -> tuple[list[str], list[li
             order.append(cid)
             labels[cid] = row.get("label") or cid
         cells[(cid, row["device"])] = cell(row)
-    header = ["case"] + devices
+    # An emulated device's column says so in its header: never read beside a real device's.
+    emulated = {row["device"] for row in rows if row.get("emulated")}
+    header = ["case"] + [d + " (emulated)" if d in emulated else d for d in devices]
     body = [[labels[cid]] + [cells.get((cid, d), "-") for d in devices] for cid in order]
     return header, body
 

@@ -126,6 +126,8 @@ def test_run_gives_ok_tflite_runtime_rows_on_aarch64_marked_emulated(pi_run):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["devices"]["emulated-pi4"]["emulated"] is True
     comparison = (run_dir / "comparison.md").read_text()
+    assert "emulated-pi4 (emulated)" in proc.stdout.splitlines()[0]
+    assert "| emulated-pi4 (emulated) |" in comparison
     assert "Emulated device(s): emulated-pi4." in comparison and "not comparable" in comparison
 
 

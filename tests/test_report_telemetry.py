@@ -198,3 +198,5 @@ def test_an_emulated_device_says_so_in_results_csv_and_comparison_md(tmp_path):
     text = markdown(rows)
     assert "Emulated device(s): %s." % rows[1]["device"] in text and "not comparable" in text
     assert "Emulated" not in markdown(rows[:1])
+    header, _ = report.comparison(rows, ["real-pi", rows[1]["device"]])
+    assert header[1:] == ["real-pi", rows[1]["device"] + " (emulated)"]
