@@ -34,6 +34,8 @@ def emulated_pi(tmp_path_factory):
     extract the cached tarball (under a second)."""
     import emulated_pi as epi
     reason = epi.missing_reason()
+    if reason and os.environ.get(epi.ENABLE) == "1":
+        pytest.fail("%s=1 but the emulated Pi cannot run: %s" % (epi.ENABLE, reason))
     if reason:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("emulated-pi-lab")

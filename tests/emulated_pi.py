@@ -110,12 +110,22 @@ def _run(cmd, log, **kw):
 
 
 def build(log_path=None):
-    """Build the image (about 6 min) into the cached tarball unless it is there; returns its path."""
+    """Build the image (3 to 6 min) into the cached tarball unless it is there; returns its path.
+    Test processes side by side (pytest -n 2) build it once: the second waits on a file lock."""
+    import fcntl
     tar = tarball_path()
     if tar.exists():
         return tar
-    ensure_binfmt()
     CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ("emulated-pi-%s.lock" % recipe_key()), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tar.exists():
+            return tar
+        return _build(tar, log_path)
+
+
+def _build(tar, log_path):
+    ensure_binfmt()
     work = Path(tempfile.mkdtemp(prefix="emulated-pi-build-", dir=CACHE))
     rootfs, wheels = work / "rootfs", work / "wheels"
     log = open(log_path or (CACHE / ("emulated-pi-%s.log" % recipe_key())), "ab")
@@ -141,6 +151,11 @@ def build(log_path=None):
         _run(["tar", "-C", rootfs, "--numeric-owner", "-cf", partial, "."], log)
         os.replace(partial, tar)
         return tar
+    except subprocess.CalledProcessError as exc:
+        log.flush()
+        tail = Path(log.name).read_text(errors="replace")[-3000:]
+        raise RuntimeError("building the emulated Pi failed: %s\n(log %s):\n%s"
+                           % (exc, log.name, tail)) from exc
     finally:
         log.close()
         for mount in ("proc", "dev/pts", "sys"):   # debootstrap may leave these behind on failure
