@@ -50,19 +50,28 @@ def decode(heads):
     heat, centre, regress, offsets = heads
     hf, wf = heat.shape[1], heat.shape[2]
     ys, xs = tf.meshgrid(tf.range(hf, dtype=tf.float32), tf.range(wf, dtype=tf.float32), indexing="ij")
-    # The person nearest the image centre wins: centre scores weighted by inverse distance to it.
-    to_mid = tf.sqrt(tf.square(ys - (hf - 1) / 2.0) + tf.square(xs - (wf - 1) / 2.0))
-    centre_idx = tf.argmax(tf.reshape(centre[0, :, :, 0] / (to_mid + 1.0), [-1]), output_type=tf.int32)
+    # The person nearest the image centre wins: centre scores weighted by inverse distance to it
+    # (a constant of the grid, computed here, so the graph multiplies: no DIV, see below).
+    import numpy as np
+    gy, gx = np.meshgrid(np.arange(hf, dtype=np.float32), np.arange(wf, dtype=np.float32),
+                         indexing="ij")
+    near_mid = tf.constant(1.0 / (np.sqrt((gy - (hf - 1) / 2.0) ** 2 +
+                                          (gx - (wf - 1) / 2.0) ** 2) + 1.0), tf.float32)
+    centre_idx = tf.argmax(tf.reshape(centre[0, :, :, 0] * near_mid, [-1]), output_type=tf.int32)
     cy = tf.cast(centre_idx // wf, tf.float32)
     cx = tf.cast(centre_idx % wf, tf.float32)
     reg = tf.reshape(tf.gather(tf.reshape(regress, [hf * wf, 2 * KEYPOINTS]), centre_idx),
                      [KEYPOINTS, 2])
     ry, rx = cy + reg[:, 0], cx + reg[:, 1]
-    # Each keypoint: its heatmap weighted by inverse distance to the regressed position.
-    dist = tf.sqrt(tf.square(ys[:, :, None] - ry) + tf.square(xs[:, :, None] - rx))
+    # Each keypoint: its heatmap, less a penalty that grows with the squared distance to the
+    # regressed position. Not the original's heat / (distance + 1.8): an int8 model converted by
+    # TensorFlow 2.15 and later quantizes SQRT as builtin version 2 and DIV as int8, neither of
+    # which tflite-runtime 2.14 (what a Raspberry Pi user installs: the last release on PyPI)
+    # can run. Subtraction and squares it runs; the nearest strong peak still wins.
+    dist2 = tf.square(ys[:, :, None] - ry) + tf.square(xs[:, :, None] - rx)
     heat_flat = tf.reshape(heat[0], [hf * wf, KEYPOINTS])
-    kp_idx = tf.argmax(tf.reshape(heat[0] / (dist + 1.8), [hf * wf, KEYPOINTS]), axis=0,
-                       output_type=tf.int32)
+    kp_idx = tf.argmax(tf.reshape(heat[0] - dist2 * (1.0 / (4.0 * hf * wf)), [hf * wf, KEYPOINTS]),
+                       axis=0, output_type=tf.int32)
     pick = tf.stack([kp_idx, tf.range(KEYPOINTS)], axis=1)
     score = tf.gather_nd(heat_flat, pick)
     off = tf.gather_nd(tf.reshape(offsets[0], [hf * wf, KEYPOINTS, 2]), pick)

@@ -70,16 +70,6 @@ def tflite_case(path, variant, threads):
             "settings": settings}
 
 
-def assert_int8_refused_by_tflite_runtime_2_14(doc):
-    """A finding, kept as a test: movenet-tiny's int8 variant converted by this machine's
-    TensorFlow (2.21) has an int8 SQRT (builtin version 2, from the decoder's distances), which
-    tflite_runtime 2.14 does not know; the agent fails the case at load with TFLite's own words
-    (a model converted by a newer TensorFlow than the device's runtime). When the converter or the
-    model stops emitting it, this becomes an ok row: change the assertion then."""
-    assert doc["status"] == "failed", "int8 now loads in tflite_runtime 2.14: expect ok here"
-    assert "SQRT" in doc["reason"] and "version '2'" in doc["reason"], doc["reason"]
-
-
 def test_the_venv_has_tflite_runtime_and_no_other_tflite_runtime(tflite_runtime_python):
     code = ("import importlib.util as u, tflite_runtime, sys; "
             "print(tflite_runtime.__version__, sys.version_info[:2], "
@@ -105,9 +95,8 @@ def test_agent_runs_movenet_tiny_through_tflite_runtime_on_x86(tflite_runtime_py
     for case in cases:
         doc = json.loads((out / (case["case_id"] + ".json")).read_text())
         assert schema.check_result(doc) == []
-        if case["model"]["variant"] == "tflite-int8":
-            assert_int8_refused_by_tflite_runtime_2_14(doc)
-            continue
+        # int8 too: the decoder avoids SQRT, whose int8 version 2 (TensorFlow 2.15+)
+        # tflite_runtime 2.14 cannot load (orchestrator/models/movenet.py)
         assert doc["status"] == "ok", doc["reason"]
         runtime = doc["runtime"]
         assert doc["environment"]["backend"]["runtime_module"] == "tflite_runtime.interpreter"
