@@ -483,3 +483,13 @@ def test_seed_and_example_inventories_still_load():
     inv = load_inventory([ROOT / "inventory", ROOT / "inventory" / "examples"])
     assert inv.names() == ["localhost", "gtx1660-host", "jetson-nano", "rpi4-coral"]
     assert {d.workdir for d in inv} == {"~/.cache/benchfleet/localhost", "~/.benchfleet"}
+
+
+def test_a_sustained_case_needs_its_timeout_past_duration_not_max_duration(tmp_path):
+    """max_duration_s does not bound a sustained case (it measures duration_s), so a timeout
+    below max_duration_s but above duration_s loads; the same timeout back to back does not."""
+    ok = suite_with(tmp_path, "ok", settings={"mode": "sustained", "duration_s": 60,
+                                              "case_timeout_s": 120})
+    assert load_suite(ok).settings_for(load_suite(ok).matrix[0])["mode"] == "sustained"
+    bad = suite_with(tmp_path, "bad", settings={"case_timeout_s": 120})
+    assert any("must exceed max_duration_s" in l for l in problems(load_suite, bad))

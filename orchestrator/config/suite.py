@@ -491,7 +491,8 @@ def _check_settings(where, s, modes=True, limits=True):
     if s["max_duration_s"] < s["min_duration_s"]:
         problems.append((where, "max_duration_s (%g) is below min_duration_s (%g)"
                          % (s["max_duration_s"], s["min_duration_s"])))
-    if s["case_timeout_s"] <= s["max_duration_s"]:
+    # a sustained case measures duration_s, not up to max_duration_s (mode_problems checks it)
+    if s["case_timeout_s"] <= s["max_duration_s"] and s["mode"] != "sustained":
         problems.append((where, "case_timeout_s (%g) must exceed max_duration_s (%g): the agent "
                          "would kill a case that is still measuring" % (s["case_timeout_s"],
                                                                         s["max_duration_s"])))
