@@ -7,6 +7,7 @@ that case's failed result. Progress is only ever files in DIR (see docs/PROTOCOL
 import errno
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -100,18 +101,23 @@ def lock_status(workdir):
         os.close(fd)
 
 
+def _die_with_parent():
+    """Be killed when the parent dies (Linux PR_SET_PDEATHSIG; elsewhere nothing)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def die_with_supervisor():
     """In a worker: be killed when the supervisor dies (Linux PR_SET_PDEATHSIG), and stop at once
     if it is already gone, so that no case measures on after the run that owns the lock died."""
     expected = os.environ.get(SUPERVISOR_ENV)
     if not expected:
         return
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass   # not Linux: the supervisor's own kill paths still apply
+    _die_with_parent()   # not Linux: the supervisor's own kill paths still apply
     if str(os.getppid()) != expected:
         os._exit(schema.EXIT_INTERRUPTED)
 
@@ -476,43 +482,113 @@ class Runner(object):
 class IdleMeter(object):
     """Idle power sampled during each cool-down (docs/METHOD.md "Telemetry and energy"): the
     device's power sources, read by a sampler while the supervisor waits. Nothing runs on a
-    device without a power source or when no case asks for telemetry (interval_ms 0)."""
+    device without a power source or when no case asks for telemetry (interval_ms 0).
+
+    The sampler runs in a child process of its own, started for the wait and gone after it:
+    the supervisor itself never loads NVML or opens sensor files, so the workers it forks
+    later inherit none of that state."""
+
+    STOP_TIMEOUT_S = 10.0
 
     def __init__(self, cases):
         intervals = [float(c["settings"].get("interval_ms", schema.DEFAULT_SETTINGS["interval_ms"]))
                      for c in cases]
         self.interval_ms = min([i for i in intervals if i > 0] or [0])
-        self.sources = None
-        self.sampler = None
-        self.started = None
+        self.child = None   # (pid, stop pipe write end, result pipe read end)
 
     def start(self):
-        if not self.interval_ms:
+        if not self.interval_ms or not hasattr(os, "fork"):
             return
         try:
-            from agent import telemetry
-            if self.sources is None:
-                found, _ = telemetry.discover(fsutil.sys_root())
-                self.sources = [s for s in found if s.kind in ("power", "energy", "gpu")]
-            if self.sources:
-                self.sampler = telemetry.Sampler(self.sources, self.interval_ms)
-                self.started = time.monotonic()
-                self.sampler.start()
-        except Exception as exc:   # idle power is a figure: it never costs the run
+            stop_r, stop_w = os.pipe()
+            out_r, out_w = os.pipe()
+            pid = os.fork()
+        except OSError as exc:   # idle power is a figure: it never costs the run
             sys.stderr.write("agent: idle power sampling unavailable: %r\n" % (exc,))
-            self.interval_ms, self.sampler = 0, None
+            return
+        if pid == 0:   # the child: sample until the stop pipe closes, answer, leave
+            code = 1
+            try:
+                os.close(stop_w)
+                os.close(out_r)
+                _die_with_parent()
+                watts = _sample_idle(self.interval_ms, stop_r)
+                os.write(out_w, json.dumps(watts).encode("utf-8"))
+                code = 0
+            except BaseException:
+                pass
+            finally:
+                os._exit(code)
+        os.close(stop_r)
+        os.close(out_w)
+        self.child = (pid, stop_w, out_r)
 
     def stop(self):
         """{source: mean watts} over the wait, or None."""
-        sampler, self.sampler = self.sampler, None
-        if sampler is None:
+        child, self.child = self.child, None
+        if child is None:
             return None
+        pid, stop_w, out_r = child
+        os.close(stop_w)   # the child's signal to stop sampling
+        data = b""
         try:
-            sampler.stop()
-            return sampler.idle_power(self.started, time.monotonic()) or None
-        except Exception as exc:
-            sys.stderr.write("agent: idle power sampling failed: %r\n" % (exc,))
-            return None
+            deadline = time.monotonic() + self.STOP_TIMEOUT_S
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([out_r], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    break
+                chunk = os.read(out_r, 65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(out_r)
+            _reap(pid)
+        try:
+            watts = json.loads(data.decode("utf-8")) if data else None
+        except ValueError:
+            watts = None
+        return watts if isinstance(watts, dict) and watts else None
+
+
+def _sample_idle(interval_ms, stop_fd):
+    """In the idle child: the power sources sampled until stop_fd closes; {source: mean W}."""
+    from agent import telemetry
+    found, _ = telemetry.discover(fsutil.sys_root())
+    sources = [s for s in found if s.kind in ("power", "energy", "gpu")]
+    if not sources:
+        return {}
+    sampler = telemetry.Sampler(sources, interval_ms)
+    started = time.monotonic()
+    sampler.start()
+    try:
+        select.select([stop_fd], [], [])   # readable (EOF) once the supervisor closes it
+    finally:
+        sampler.stop()
+    return sampler.idle_power(started, time.monotonic()) or {}
+
+
+def _reap(pid, timeout_s=5.0):
+    """Wait for a child; SIGKILL it if it has not gone within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except OSError:
+            return
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+            return
+        time.sleep(0.01)
 
 
 def _kill_group(pgid):

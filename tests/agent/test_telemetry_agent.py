@@ -163,3 +163,32 @@ def test_interval_zero_runs_no_sampler(tmp_path):
     docs, out = _run(tmp_path, [synthetic_case("c-quiet", 0.2, **dict(SETTINGS, interval_ms=0.0))])
     assert docs["c-quiet"]["telemetry"] == {}
     assert [e["event"] for e in read_events(out)].count("case_end") == 1
+
+
+def test_idle_power_is_sampled_in_a_child_the_supervisor_never_shares(tmp_path):
+    """The supervisor's idle meter forks a sampler for the wait: the mean power comes back over
+    a pipe, the child is gone after stop(), and the supervisor process itself never imported the
+    telemetry module (no NVML, no open sensor files for the workers it forks later)."""
+    import subprocess
+    import sys
+    from agent_helpers import REPO
+    root = str(tmp_path / "device")
+    write_file(root, "sys/class/hwmon/hwmon0/name", "ina219")
+    write_file(root, "sys/class/hwmon/hwmon0/power1_input", int(2.25e6))
+    code = (
+        "import json, os, sys, time\n"
+        "from agent import runner\n"
+        "meter = runner.IdleMeter([{'settings': {'interval_ms': 20.0}}])\n"
+        "meter.start()\n"
+        "pid = meter.child[0]\n"
+        "time.sleep(0.5)\n"
+        "watts = meter.stop()\n"
+        "gone = not os.path.exists('/proc/%d' % pid)\n"
+        "print(json.dumps([watts, gone, 'agent.telemetry' in sys.modules]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=REPO, **{fsutil.SYS_ROOT_ENV: root}))
+    assert proc.returncode == 0, proc.stderr
+    watts, gone, imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert abs(watts["ina219"] - 2.25) < 0.01
+    assert gone is True and imported is False
