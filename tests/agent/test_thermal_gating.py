@@ -34,8 +34,10 @@ def test_rewarm_keeps_a_cpu_busy_for_the_time_asked():
     spent = runner.rewarm(0.3)
     after = os.times()
     cpu = (after[0] - before[0]) + (after[1] - before[1])
-    assert 0.3 <= spent < 0.6
-    assert cpu >= 0.2, "re-warm must compute, not sleep (%.3f s of CPU)" % cpu
+    assert spent >= 0.3
+    # computing, not sleeping: a sleep of 0.3 s takes about a millisecond of CPU; a busy loop
+    # takes its share of a core, half of one or more on a loaded 2-core CI machine
+    assert cpu >= 0.2 * spent, "re-warm must compute, not sleep (%.3f s of CPU)" % cpu
 
 
 def test_busy_share_reads_proc_stat_deltas(tmp_path):
