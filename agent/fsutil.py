@@ -75,6 +75,22 @@ def copy_regular_file(src, dst, max_bytes):
     return len(data)
 
 
+def jsonable(value, not_finite=str):
+    """`value` as plain JSON types: dict keys as str, tuples as lists, anything else as its
+    str(); a NaN or infinite float becomes not_finite(value) (str by default; None where a
+    number or nothing is wanted). Never raises, so a backend's odd fact never fails a result."""
+    if isinstance(value, dict):
+        return dict((str(k), jsonable(v, not_finite)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, not_finite) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) \
+            else not_finite(value)
+    return str(value)
+
+
 def dumps(doc):
     """JSON text of `doc`; NaN/Infinity refused because the controller rejects them anyway."""
     return json.dumps(doc, allow_nan=False, sort_keys=True)

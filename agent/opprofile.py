@@ -417,15 +417,8 @@ def from_backend(backend, timeout_s=TIMEOUT_S):
 
 
 def _jsonable(value):
-    if isinstance(value, dict):
-        return dict((str(k), _jsonable(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
+    """The record as plain JSON types; a float that is not a number becomes null."""
+    return fsutil.jsonable(value, lambda _: None)
 
 
 # ---------------------------------------------------------------- parsing its output

@@ -570,25 +570,14 @@ def _sample_idle(interval_ms, stop_fd):
 
 def _reap(pid, timeout_s=5.0):
     """Wait for a child; SIGKILL it if it has not gone within timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    from agent.background import _reap as wait_for
+    status, _ = wait_for(pid, time.monotonic() + timeout_s)
+    if status is None:
         try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             return
-        if done:
-            return
-        if time.monotonic() >= deadline:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-            return
-        time.sleep(0.01)
+        wait_for(pid, time.monotonic() + timeout_s)
 
 
 def _kill_group(pgid):

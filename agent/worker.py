@@ -243,15 +243,7 @@ _LIFTED_FACTS = ("version", "delegate", "provider", "providers_missing", "delega
 
 def _jsonable(value):
     """`value` as plain JSON types; anything else becomes its str() (never a failed result)."""
-    if isinstance(value, dict):
-        return dict((str(k), _jsonable(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
-    return str(value)
+    return fsutil.jsonable(value)
 
 
 def _backend(job_path, job, case):

@@ -91,22 +91,7 @@ with open(sys.argv[1], "wb") as f:
 def looped_tflite():
     """Path of the data-dependent .tflite (input 'image' uint8 [1, 16, 16, 3]; trips = floor of
     its mean pixel), built once into TEST_ROOT/fixtures; skips without TensorFlow."""
-    import hashlib
-    import subprocess
-    import sys
-    from extras import require
-    key = hashlib.sha256(_LOOPED_SOURCE.encode("utf-8")).hexdigest()[:16]
-    path = os.path.join(TEST_ROOT, "fixtures", "looped-%s.tflite" % key)
-    if not os.path.isfile(path):
-        require("tensorflow")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        proc = subprocess.run([sys.executable, "-c", _LOOPED_SOURCE, tmp], capture_output=True,
-                              text=True, timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError("building the looped model failed:\n%s" % proc.stderr[-3000:])
-        os.replace(tmp, path)
-    return path
+    return _child_built("looped", _LOOPED_SOURCE)
 
 
 # Two inputs, named so that their sorted (signature) order differs from the subgraph's:

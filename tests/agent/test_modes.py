@@ -297,7 +297,10 @@ def test_real_time_sustained_windows_follow_the_monotonic_clock():
     out, s = synthetic(1.0, mode="sustained", duration_s=1.0, window_s=0.25)
     t = out["timing"]
     w = t["windows"]
-    assert len(w) == 4 and all(200 <= row["n"] <= 250 for row in w)
+    # at most 250 one-millisecond invokes fit in a window; a loaded machine's preemptions take
+    # some of them, never the window itself
+    assert len(w) == 4 and all(100 <= row["n"] <= 250 for row in w)
+    assert sum(row["n"] for row in w) == t["runs"]
     assert t["measure_s"] == pytest.approx(1.0, abs=0.01)
     assert w[-1]["end_s"] == pytest.approx(1.0, abs=0.01)
     assert all(row["p50"] == pytest.approx(1.0, abs=0.1) for row in w)
