@@ -412,19 +412,8 @@ def _when(unix: float) -> str:
 
 
 def _load_doc(path: Path, nonce: str):
-    """(doc, problems) of a raw result file: checked as a fetched result is."""
-    from orchestrator import records
-    from orchestrator.collect import loads_untrusted
-    try:
-        doc = schema.migrate_result(loads_untrusted(path.read_bytes()))
-    except (OSError, ValueError) as exc:
-        return None, ["cannot read: %s" % exc]
-    problems = schema.check_result(doc) if isinstance(doc, dict) else ["not a result"]
-    if not problems:
-        problems = records.model_problems(doc)
-    if not problems and doc.get("nonce") != nonce:
-        problems = ["nonce: not this run's"]
-    return doc, problems
+    from orchestrator.rundir import load_doc
+    return load_doc(path, nonce)
 
 
 def _pick_device(manifest: dict, device: str | None, run_dir) -> str:
@@ -622,68 +611,17 @@ def _with_energy(doc, log, a, b, offset, idle, subtract) -> dict:
 
 
 # -- the tables, again ---------------------------------------------------------------------------
-def _table_order(run_dir: Path, manifest: dict) -> list[str]:
-    """Devices in the run's column order: as results.csv lists them (the plan's order), then any
-    other device with cases (sorted: manifest.json does not keep the plan's order)."""
-    order = []
-    try:
-        with open(run_dir / "results.csv", newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                if row.get("device") and row["device"] not in order:
-                    order.append(row["device"])
-    except (OSError, csv.Error, UnicodeDecodeError):
-        pass
-    devices = manifest.get("devices") or {}
-    order = [d for d in order if isinstance(devices.get(d), dict) and devices[d].get("cases")]
-    order += sorted(d for d, v in devices.items()
-                    if d not in order and isinstance(v, dict) and v.get("cases"))
-    return order
-
-
 def rewrite_tables(run_dir: Path, manifest: dict, warnings: list) -> bool:
-    """results.csv and comparison.md from raw/ as the run writes them (run.write_tables), each
-    row named by the job sent (RUN_DIR/devices/<device>/job.json, where the run kept it). Only
-    for a run that has its tables (a finished one); False otherwise."""
-    from orchestrator import records
-    from orchestrator.collect import loads_untrusted, parse_result
-    from orchestrator.jobs import failed_result, with_job_identity
-    from orchestrator.run import RunSummary, mark_emulated, write_tables
+    """results.csv and comparison.md from raw/ as the run writes them (run.write_tables), through
+    rundir.load_run. Only for a run that has its tables (a finished one); False otherwise."""
+    from orchestrator.rundir import load_run
+    from orchestrator.run import write_tables
     if not (run_dir / "results.csv").exists() and manifest.get("state") != "finished":
         warnings.append("%s: the run is %s: results.csv and comparison.md are written when it "
                         "finishes (benchfleet resume %s)" % (run_dir, manifest.get("state"),
                                                               run_dir))
         return False
-    devices = _table_order(run_dir, manifest)
-    summary = RunSummary(manifest["run_id"], run_dir, devices=devices)
-    for name in devices:
-        job = None
-        try:
-            job = loads_untrusted((run_dir / "devices" / name / "job.json").read_bytes())
-        except (OSError, ValueError):
-            pass
-        sent = {c.get("case_id"): c for c in (job or {}).get("cases") or []
-                if isinstance(c, dict)}
-        for case_id in manifest["devices"][name]["cases"]:
-            path = run_dir / "raw" / name / (str(case_id) + ".json")
-            if not path.is_file():
-                continue
-            doc, problems = _load_doc(path, manifest["nonce"])
-            case = sent.get(case_id)
-            if problems and case is not None:   # the row the run made of a file it refused
-                try:
-                    problems = parse_result(path.read_bytes(), job, case_id)[1] or problems
-                except OSError:
-                    pass
-                doc, problems = failed_result(job, case, "invalid_result",
-                                              "result file failed the controller's checks: "
-                                              + "; ".join(problems[:10])), []
-            if problems:
-                warnings.append("%s: not a checked result (%s): not in the tables"
-                                % (path, "; ".join(problems[:3])))
-                continue
-            result = records.from_doc(doc)
-            if case is not None:
-                result = with_job_identity(result, job, case)[0]
-            summary.results.append(mark_emulated(result, manifest["devices"][name].get("emulated")))
-    write_tables(summary)
+    loaded = load_run(run_dir)
+    warnings.extend(w.replace(": left out", ": not in the tables") for w in loaded.warnings)
+    write_tables(loaded.summary())
     return True

@@ -200,7 +200,7 @@ class _Run:
 
     @classmethod
     def open(cls, results_dir, suite_path, inventory_paths, the_plan, selected=None,
-             run_id=None) -> "_Run":
+             run_id=None, suite_name=None) -> "_Run":
         from orchestrator.runlock import controller_identity
         run_id = run_id or new_run_id()
         summary = RunSummary(run_id, Path(results_dir) / run_id,
@@ -213,6 +213,7 @@ class _Run:
         manifest = {
             "run_id": run_id, "controller_version": __version__,
             "schema_version": schema.SCHEMA_VERSION, "suite": str(suite_path),
+            "suite_name": suite_name or Path(str(suite_path)).stem,
             "inventory": [str(p) for p in inventory_paths], "started_at": schema.utc_now(),
             # what a resume needs to plan the same cases again, from any folder
             "suite_path": os.path.abspath(str(suite_path)),
@@ -358,7 +359,8 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
     run_id = new_run_id()
     lock = sweep_lock(results_dir, suite.name, run_id)
     try:
-        run = _Run.open(results_dir, suite_path, inventory_paths, the_plan, devices, run_id)
+        run = _Run.open(results_dir, suite_path, inventory_paths, the_plan, devices, run_id,
+                        suite.name)
         progress.say("controller", "run %s: %s" % (run.summary.run_id, run.summary.run_dir))
         return _finish(run, suite, the_plan, progress, max_parallel, wait_s, {})
     finally:
