@@ -8,6 +8,7 @@
     │   └── FileTooLarge         a remote file is over the size the caller allows (not a drop)
     ├── AgentBusy                another agent run holds the device's workdir lock
     ├── LocalWriteError          exit 2: the controller cannot write its results folder (disk full)
+    ├── HistoryError             exit 2: the history database cannot be opened, read or written
     ├── SweepBusy                exit 75: the previous run of this suite into this folder is still
     │                            running (a scheduled sweep never overlaps the last one)
     └── ModelBuildError          a built-in model or variant could not be built
@@ -66,6 +67,14 @@ class SweepBusy(OrchestratorError):
     """Another controller is running this suite into this results folder (or this run)."""
 
     exit_code = 75   # EX_TEMPFAIL: try again later
+
+
+class HistoryError(OrchestratorError):
+    """The history database cannot be opened, read or written (a bad URL, a server out of reach,
+    a missing driver, a database of a newer benchfleet, a file that is not a database). The
+    message names the database by its URL with any password masked, and the fix."""
+
+    exit_code = 2
 
 
 class LocalWriteError(OrchestratorError):
