@@ -1,6 +1,6 @@
 """The `benchfleet` command line: the only place that prints results and errors and picks the exit
-code (0 every case ok or skipped, 1 some case failed, 2 bad input or usage, 75 the same sweep
-already running, 130 interrupted).
+code (0 every case ok or skipped, 1 some case failed, 2 bad input or usage, 3 a regression found
+by compare or run --compare-to, 75 the same sweep already running, 130 interrupted).
 
 Heavy imports (tensorflow, fabric, paramiko) happen inside the verbs, so --help starts fast.
 With --json a verb prints one JSON document on stdout; progress always goes to stderr.
@@ -18,7 +18,7 @@ from orchestrator.cache import cache_root
 from orchestrator.config.inventory import DEFAULT_INVENTORY
 from orchestrator.errors import ConfigError, OrchestratorError
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_REGRESSION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 DESCRIPTION = """\
 Benchmark ML inference across devices: a suite (suites/*.yaml) runs on the devices of an
@@ -161,6 +161,36 @@ def _run_options(p):
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="how long to wait for a device busy with another run (default 0: do not "
                         "wait; its cases are skipped, naming who holds it)")
+    _history_option(p)
+    p.add_argument("--compare-to", metavar="baseline|RUN", help="at the end, compare this run "
+                   "with the baseline (the last N runs of the suite on each device) or a run id "
+                   "or folder; exit 3 when a case got slower")
+    _compare_options(p)
+    p.add_argument("--on-regression", metavar="CMD", help="with --compare-to: a shell command "
+                   "run when a case got slower, the comparison as JSON on its stdin")
+
+
+def _history_option(p):
+    p.add_argument("--history", metavar="URL", help="the history database: a SQLAlchemy URL "
+                   "(postgresql://user@host/db, sqlite:///path) or a file path; default "
+                   "$BENCHFLEET_HISTORY, else RESULTS_DIR/history.sqlite; off = none")
+
+
+def _compare_options(p):
+    p.add_argument("--threshold", type=_fraction, default=None, metavar="FRACTION",
+                   help="smallest p50 change called faster or slower (default 0.05 = 5%%)")
+    p.add_argument("--baseline-runs", type=_positive_int, default=None, metavar="N",
+                   help="runs in the baseline (default 5)")
+
+
+def _fraction(text):
+    try:
+        value = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 10:
+        raise argparse.ArgumentTypeError("expected a fraction such as 0.05 or 5%%, got %r" % text)
+    return value
 
 
 def _positive_int(text):
@@ -174,24 +204,139 @@ def _positive_int(text):
 
 
 def cmd_run(args) -> int:
-    from orchestrator.run import render_summary, resume_run, run_suite
+    from orchestrator.run import AfterRun, render_summary, resume_run, run_suite
+    if args.on_regression and not args.compare_to:
+        raise ConfigError("--on-regression needs --compare-to (baseline or a run)")
+    after = AfterRun(history=args.history, compare_to=args.compare_to, threshold=args.threshold,
+                     baseline_runs=args.baseline_runs)
     if args.resume:
         if args.suite or args.devices or args.inventory:
             raise ConfigError("--resume %s: a resume runs the suite, inventory and devices the "
                               "run started with (its manifest); give no SUITE, -i or --devices"
                               % args.resume)
-        summary = resume_run(args.resume, max_parallel=args.forks, wait_s=args.wait)
+        summary = resume_run(args.resume, max_parallel=args.forks, wait_s=args.wait, after=after)
     elif not args.suite:
         raise ConfigError("run: give a SUITE (e.g. suites/quickstart.yaml), or --resume RUN_DIR")
     else:
         summary = run_suite(args.suite, _inventory_paths(args), devices=_device_list(args.devices),
                             results_dir=args.results_dir, max_parallel=args.forks,
-                            wait_s=args.wait)
+                            wait_s=args.wait, after=after)
     if args.json:
         _print_json(summary.to_json())
     else:
         print(render_summary(summary))
+    if summary.comparison is not None:
+        from orchestrator.compare import render as render_comparison
+        if not args.json:
+            print("\n" + render_comparison(summary.comparison))
+        if summary.comparison["regression"]:
+            _hook(args.on_regression, summary.comparison)
+            return EXIT_REGRESSION
+    elif args.compare_to:
+        return EXIT_CONFIG   # the comparison failed after the run (the warning says why)
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _hook(command, doc) -> None:
+    from orchestrator.compare import on_regression
+    if command:
+        problem = on_regression(command, doc)
+        if problem:
+            print(_shown("warning: %s" % problem), file=sys.stderr)
+
+
+def _open_history(args, required=True):
+    """The History of --history / $BENCHFLEET_HISTORY / RESULTS_DIR/history.sqlite; None when it
+    is off and not required (ConfigError when required)."""
+    from orchestrator.history import History, history_url
+    url = history_url(args.history, args.results_dir)
+    if url is None:
+        if required:
+            raise ConfigError("history is off (--history off or BENCHFLEET_HISTORY=off): give "
+                              "--history URL")
+        return None
+    return History(url)
+
+
+def cmd_compare(args) -> int:
+    from orchestrator import compare
+    history = _open_history(args, required=args.a == "baseline")
+    try:
+        doc = compare.compare(args.a, args.b, results_dir=args.results_dir, history=history,
+                              threshold=args.threshold or compare.DEFAULT_THRESHOLD,
+                              baseline_runs=args.baseline_runs or compare.DEFAULT_BASELINE_RUNS)
+    finally:
+        if history is not None:
+            history.close()
+    if args.json:
+        _print_json(doc)
+    else:
+        print(_shown(compare.render(doc)))
+    if doc["regression"]:
+        _hook(args.on_regression, doc)
+        return EXIT_REGRESSION
+    return EXIT_OK
+
+
+def cmd_history(args) -> int:
+    from orchestrator import trends
+    if args.action not in (None, "import"):
+        raise ConfigError("history %s: unknown action; `benchfleet history import [PATH...]` "
+                          "ingests run folders, `benchfleet history [--device D] [--case C]` "
+                          "shows the trends" % args.action)
+    with _open_history(args) as history:
+        if args.action == "import":
+            done = {"runs": [], "added": 0, "known": 0, "skipped": [], "warnings": []}
+            for path in args.paths or [args.results_dir]:
+                got = history.import_path(path)
+                for key in ("runs", "skipped", "warnings"):
+                    done[key] += got[key]
+                done["added"] += got["added"]
+                done["known"] += got["known"]
+            if args.json:
+                _print_json(done)
+                return EXIT_OK
+            for line in done["warnings"]:
+                print(_shown("warning: %s" % line), file=sys.stderr)
+            for skip in done["skipped"]:
+                print(_shown("skipped %s: %s" % (skip["path"], skip["why"])), file=sys.stderr)
+            print(_shown("%d run(s): %d result(s) added, %d already in %s" % (
+                len(done["runs"]), done["added"], done["known"], history.url)))
+            return EXIT_OK
+        if args.paths:
+            raise ConfigError("history: paths are for `history import PATH...`")
+        series = trends.trends(history, suite=args.suite, device=args.device, case=args.case,
+                               runs=args.runs)
+    if args.json:
+        _print_json(series)
+    else:
+        print(_shown(trends.render(series)))
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from orchestrator.rundir import load_run
+    from orchestrator.run import write_html, write_tables
+    loaded = load_run(args.run)
+    for line in loaded.warnings:
+        print(_shown("warning: %s" % line), file=sys.stderr)
+    summary = loaded.summary()
+    summary.suite = loaded.suite_name
+    write_tables(summary)
+    written = [summary.run_dir / "results.csv", summary.run_dir / "comparison.md"]
+    if args.html:
+        from orchestrator.trends import trends as history_trends
+        history = _open_history(args, required=False)
+        trends = None
+        if history is not None:
+            with history:
+                trends = history_trends(history, suite=summary.suite,
+                                        keys={(r.device_name, r.case_id)
+                                              for r in summary.results})
+        written.append(write_html(summary, trends=trends))
+    print(_shown("%d result(s) of %s: %s" % (len(summary.results), summary.run_id,
+                                             ", ".join(str(p) for p in written))))
+    return EXIT_OK
 
 
 def cmd_runs(args) -> int:
@@ -387,6 +532,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
 
     _energy_parser(sub)
+
+    p = _with_json(sub.add_parser(
+        "compare", help="compare two runs (or a run with the baseline of its last runs): faster, "
+                        "slower, same or not comparable per device x case; exit 3 on a slowdown"),
+        "the comparison")
+    p.add_argument("a", metavar="A", help="baseline (the last N runs of B's suite and devices), "
+                   "a run id or a run folder")
+    p.add_argument("b", metavar="B", nargs="?", help="a run id or folder (default: the newest run)")
+    p.add_argument("--results-dir", default="results", help="where run folders are (default "
+                   "results/)")
+    _history_option(p)
+    _compare_options(p)
+    p.add_argument("--on-regression", metavar="CMD", help="a shell command run when a case got "
+                   "slower, the comparison as JSON on its stdin")
+    p.set_defaults(func=cmd_compare)
+
+    p = _with_json(sub.add_parser(
+        "history", help="p50 over time per device x case, changes marked; `history import "
+                        "[PATH...]` stores existing run folders"), "the trends or the import")
+    p.add_argument("action", nargs="?", metavar="import", help="import: store run folders "
+                   "(default: every run under --results-dir); importing twice adds nothing")
+    p.add_argument("paths", nargs="*", metavar="PATH", help=argparse.SUPPRESS)
+    p.add_argument("--device", help="only this device")
+    p.add_argument("--case", help="only this case (a case id, or part of its label)")
+    p.add_argument("--suite", help="only this suite (its name)")
+    p.add_argument("--runs", type=_positive_int, default=30, help="the newest N runs (default 30)")
+    p.add_argument("--results-dir", default="results", help="default results/")
+    _history_option(p)
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("report", help="write results.csv and comparison.md of a run again from "
+                       "its raw results; --html: also report.html (plots, trends)")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--html", action="store_true", help="also write report.html")
+    p.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)
+    _history_option(p)
+    p.set_defaults(func=cmd_report)
 
     models = sub.add_parser("models", help="build model variants ahead of a run")
     msub = models.add_subparsers(dest="models_verb", required=True, metavar="ACTION")

@@ -32,6 +32,10 @@ class RunSummary:
     devices: list = field(default_factory=list)        # device names with cases, in plan order
     results: list = field(default_factory=list)        # records.Result
     device_errors: dict = field(default_factory=dict)
+    suite: str | None = None
+    history: str | None = None       # the history database it was stored in (masked URL)
+    comparison: dict | None = None   # compare's document, with --compare-to
+    warnings: list = field(default_factory=list)   # what went wrong after the results were in
 
     @functools.cached_property
     def rows(self) -> list:
@@ -54,7 +58,8 @@ class RunSummary:
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "run_dir": str(self.run_dir), "counts": self.counts,
-                "device_errors": self.device_errors, "rows": self.rows}
+                "device_errors": self.device_errors, "history": self.history,
+                "comparison": self.comparison, "warnings": self.warnings, "rows": self.rows}
 
 
 class Progress:
@@ -349,12 +354,16 @@ def _load(suite_path, inventory_paths, devices):
 
 def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
               max_parallel=DEFAULT_FORKS, progress: Progress | None = None,
-              wait_s: float = 0.0) -> RunSummary:
+              wait_s: float = 0.0, after: "AfterRun | None" = None) -> RunSummary:
     """Run a suite end to end and write results/<run-id>/. Bad input raises ConfigError first;
-    another controller running this suite into results_dir raises SweepBusy (exit 75)."""
+    another controller running this suite into results_dir raises SweepBusy (exit 75).
+    after: the history and comparison to do once the results are in (default: store in
+    RESULTS_DIR/history.sqlite or $BENCHFLEET_HISTORY, no comparison)."""
     from orchestrator.runlock import sweep_lock
     progress = progress or Progress()
     suite, the_plan = _load(suite_path, inventory_paths, devices)
+    after = after or AfterRun()
+    after.check(results_dir)
     check_results_space(results_dir)
     run_id = new_run_id()
     lock = sweep_lock(results_dir, suite.name, run_id)
@@ -362,13 +371,13 @@ def run_suite(suite_path, inventory_paths, devices=None, results_dir="results",
         run = _Run.open(results_dir, suite_path, inventory_paths, the_plan, devices, run_id,
                         suite.name)
         progress.say("controller", "run %s: %s" % (run.summary.run_id, run.summary.run_dir))
-        return _finish(run, suite, the_plan, progress, max_parallel, wait_s, {})
+        return _finish(run, suite, the_plan, progress, max_parallel, wait_s, {}, after)
     finally:
         lock.release()
 
 
 def resume_run(run_dir, max_parallel=DEFAULT_FORKS, progress: Progress | None = None,
-               wait_s: float = 0.0) -> RunSummary:
+               wait_s: float = 0.0, after: "AfterRun | None" = None) -> RunSummary:
     """Finish an interrupted or killed run in its own folder: attach to agents still running it,
     collect every result already on the devices, run only the cases without one.
 
@@ -384,6 +393,8 @@ def resume_run(run_dir, max_parallel=DEFAULT_FORKS, progress: Progress | None = 
     inventory_paths = manifest.get("inventory_paths") or manifest["inventory"]
     suite, the_plan = _load(suite_path, inventory_paths, manifest.get("selected"))
     _check_same_cases(run_dir, manifest, the_plan)
+    after = after or AfterRun()
+    after.check(run_dir.parent)
     check_results_space(run_dir.parent)
     lock = sweep_lock(run_dir.parent, suite.name, manifest["run_id"])
     try:
@@ -391,7 +402,7 @@ def resume_run(run_dir, max_parallel=DEFAULT_FORKS, progress: Progress | None = 
         kept = run.kept_results()
         progress.say("controller", "resuming run %s (%s): %d result(s) already here"
                      % (manifest["run_id"], run_dir, sum(len(v) for v in kept.values())))
-        return _finish(run, suite, the_plan, progress, max_parallel, wait_s, kept)
+        return _finish(run, suite, the_plan, progress, max_parallel, wait_s, kept, after)
     finally:
         lock.release()
 
@@ -431,8 +442,10 @@ def _check_same_cases(run_dir, manifest, the_plan) -> None:
                            "instead" % (run_dir, p) for p in problems])
 
 
-def _finish(run, suite, the_plan, progress, max_parallel, wait_s, kept):
-    """Execute (devices with cases left), gather, write the tables and the manifest."""
+def _finish(run, suite, the_plan, progress, max_parallel, wait_s, kept, after):
+    """Execute (devices with cases left), gather, write the tables and the manifest; then store
+    the run in the history, compare it and write report.html (after.finish)."""
+    run.summary.suite = suite.name
     try:
         outcomes, jobs, extra = _execute(run, suite, the_plan, progress, max_parallel, wait_s,
                                          kept)
@@ -444,6 +457,7 @@ def _finish(run, suite, the_plan, progress, max_parallel, wait_s, kept):
         run.release_reserve()
         run.write_manifest("finished", finished_at=schema.utc_now(), counts=run.summary.counts,
                            device_errors=run.summary.device_errors, **extra)
+        after.finish(run.summary, run.manifest, progress)
     except KeyboardInterrupt:
         run.release_reserve()
         run.write_manifest("interrupted")
@@ -553,6 +567,109 @@ def mark_emulated(result, emulated):
     doc = result.to_doc()
     doc["device"] = dict(doc.get("device") or {}, emulated=True)
     return records.from_doc(doc)
+
+
+@dataclass
+class AfterRun:
+    """What a run does once its results and tables are on disk: store it in the history
+    (history: a URL, None for the default, "off" for none), compare it (compare_to: "baseline",
+    a run id or folder; None for no comparison) and write report.html with the history's trends
+    and the comparison. Nothing here can cost a result: a failure is a warning in the summary
+    (and on the console) that says how to do it again by hand."""
+
+    history: str | None = None
+    compare_to: str | None = None
+    threshold: float | None = None
+    baseline_runs: int | None = None
+    html: bool = True
+    url: str | None = field(default=None, init=False)
+
+    def check(self, results_dir) -> None:
+        """Before the run: the history URL resolves and what --compare-to names exists, so a
+        mistake there costs no measurement (ConfigError)."""
+        from orchestrator.history import history_url
+        self.results_dir = Path(results_dir)
+        self.url = history_url(self.history, results_dir)
+        if self.compare_to is None:
+            return
+        if self.compare_to == "baseline":
+            if self.url is None:
+                raise ConfigError("--compare-to baseline: the baseline comes from the history, "
+                                  "and history is off; drop --history off (or "
+                                  "BENCHFLEET_HISTORY=off), or compare to a run folder")
+            return
+        if (Path(self.compare_to) / "manifest.json").is_file() or \
+                (self.results_dir / self.compare_to / "manifest.json").is_file():
+            return
+        if self.url is not None:
+            from orchestrator.compare import history_run
+            from orchestrator.history import History
+            with History(self.url) as h:
+                if history_run(h, self.compare_to) is not None:
+                    return
+        raise ConfigError("--compare-to %s: no such run (not a run folder, not in %s%s): give "
+                          "baseline, a run folder or a run id (benchfleet runs lists them)"
+                          % (self.compare_to, self.results_dir,
+                             ", not in the history" if self.url else ""))
+
+    def _warn(self, summary, progress, text) -> None:
+        summary.warnings.append(text)
+        progress.say("controller", "warning: " + text)
+
+    def finish(self, summary, manifest, progress) -> None:
+        from orchestrator import compare
+        from orchestrator.errors import HistoryError
+        from orchestrator.rundir import LoadedRun
+        trends, history = None, None
+        if self.url is not None:
+            from orchestrator.history import History
+            try:
+                history = History(self.url)
+                done = history.store_run(LoadedRun(summary.run_dir, manifest,
+                                                   list(summary.devices), list(summary.results)))
+                summary.history = history.url
+                progress.say("controller", "history: %d result(s) stored in %s"
+                             % (done["added"], history.url))
+            except HistoryError as exc:
+                self._warn(summary, progress, "history: not stored (%s); the run folder has "
+                           "every result: benchfleet history import %s stores it later"
+                           % (exc, summary.run_dir))
+                history = None
+        try:
+            if self.compare_to is not None:
+                try:
+                    summary.comparison = compare.compare(
+                        self.compare_to, summary.run_dir, self.results_dir, history,
+                        threshold=self.threshold or compare.DEFAULT_THRESHOLD,
+                        baseline_runs=self.baseline_runs or compare.DEFAULT_BASELINE_RUNS)
+                except (ConfigError, HistoryError) as exc:
+                    self._warn(summary, progress, "compare: %s" % exc)
+            if history is not None and self.html:
+                from orchestrator.trends import trends as history_trends
+                keys = {(r.device_name, r.case_id) for r in summary.results}
+                trends = history_trends(history, suite=summary.suite, keys=keys)
+        finally:
+            if history is not None:
+                history.close()
+        if self.html:
+            write_html(summary, trends=trends, comparison=summary.comparison,
+                       warn=lambda text: self._warn(summary, progress, text))
+
+
+def write_html(summary, trends=None, comparison=None, warn=None) -> Path | None:
+    """report.html beside comparison.md (htmlreport.write_report); a failure to write it is a
+    warning (warn), never the run's end: every number is in results.csv already."""
+    from orchestrator import htmlreport
+    try:
+        return htmlreport.write_report(summary.run_dir, summary.run_id, summary.devices,
+                                       summary.results, summary.rows, suite=summary.suite,
+                                       comparison=comparison, trends=trends)
+    except OSError as exc:
+        if warn is None:
+            raise LocalWriteError(summary.run_dir / "report.html", exc) from exc
+        warn("report.html not written (%s); benchfleet report %s --html writes it"
+             % (exc.strerror or exc, summary.run_dir))
+        return None
 
 
 def write_tables(summary) -> None:

@@ -64,6 +64,7 @@ class Request:
     workdir: str
     python: str
     env: dict = field(default_factory=dict)   # carried into the scheduled run (BENCHFLEET_CACHE)
+    run_options: list = field(default_factory=list)   # --history, --compare-to, --on-regression
 
     @property
     def at(self) -> str:
@@ -74,7 +75,7 @@ class Request:
         argv = [self.python, "-m", "orchestrator", "run", self.suite]
         for inv in self.inventories:
             argv += ["-i", inv]
-        return argv + ["--results-dir", self.results_dir]
+        return argv + ["--results-dir", self.results_dir] + list(self.run_options)
 
 
 @dataclass
@@ -187,10 +188,21 @@ def build_request(args, kind) -> Request:
     python = os.path.abspath(args.python or sys.executable)
     env = {"BENCHFLEET_CACHE": os.path.abspath(os.environ["BENCHFLEET_CACHE"])} \
         if os.environ.get("BENCHFLEET_CACHE") else {}
+    run_options = []
+    for flag, value in (("--history", getattr(args, "history", None)),
+                        ("--compare-to", getattr(args, "compare_to", None)),
+                        ("--on-regression", getattr(args, "on_regression", None))):
+        if value:
+            if flag == "--compare-to" and value != "baseline" and os.path.exists(value):
+                value = os.path.abspath(value)
+            run_options += [flag, value]
+    if getattr(args, "on_regression", None) and not getattr(args, "compare_to", None):
+        problems.append("--on-regression needs --compare-to (baseline, for a nightly)")
     for what, value in ([("--suite", suite), ("--results-dir", results_dir),
                          ("--python", python), ("the current folder", workdir)]
                         + [("-i", p) for p in inventories]
-                        + [("BENCHFLEET_CACHE", v) for v in env.values()]):
+                        + [("BENCHFLEET_CACHE", v) for v in env.values()]
+                        + list(zip(run_options[::2], run_options[1::2]))):
         check_word(what, value, problems)
     check_python(python, kind, problems)
     check_suite(suite, problems)
@@ -198,7 +210,7 @@ def build_request(args, kind) -> Request:
     if problems:
         raise ConfigError(problems)
     return Request(args.name, kind, at[0], at[1], suite, inventories, results_dir, workdir,
-                   python, env)
+                   python, env, run_options)
 
 
 # ---------------------------------------------------------------------------- systemd quoting
@@ -724,7 +736,8 @@ def add_schedule_parser(subparsers) -> None:
         "schedule", help="run a suite every night (systemd user timer or cron)",
         description="Run a suite every day at a set time (docs/NIGHTLY.md). The scheduled "
                     "command is a plain `benchfleet run`: exit 0 ok, 1 a case failed, 2 bad "
-                    "input, 75 the previous run of the same results folder still going.")
+                    "input, 3 a case slower than the baseline (with --compare-to), 75 the "
+                    "previous run of the same results folder still going.")
     ssub = schedule.add_subparsers(dest="schedule_verb", required=True, metavar="ACTION")
     p = ssub.add_parser("install", help="run SUITE every day at --at HH:MM")
     p.add_argument("name", metavar="NAME", help="the schedule's name (e.g. nightly)")
@@ -743,6 +756,12 @@ def add_schedule_parser(subparsers) -> None:
                    "the one running this command)")
     p.add_argument("--replace", action="store_true",
                    help="replace an installed schedule of the same NAME")
+    p.add_argument("--compare-to", metavar="baseline|RUN", help="each night, compare the run with "
+                   "the baseline of the last runs (exit 3 on a slowdown; docs/HISTORY.md)")
+    p.add_argument("--on-regression", metavar="CMD", help="with --compare-to: a shell command run "
+                   "when a case got slower, the comparison as JSON on its stdin")
+    p.add_argument("--history", metavar="URL", help="the history database of each night (default "
+                   "RESULTS_DIR/history.sqlite)")
     _crontab_option(p)
     p.set_defaults(func=cmd_install)
     p = ssub.add_parser("list", help="every benchfleet schedule: name, kind, time, suite")

@@ -254,7 +254,7 @@ def test_results_dir_filling_mid_run_stops_cleanly_and_leaves_the_results_on_the
     message = str(info.value)
     assert "No space left on device" in message and "The run stopped" in message
     assert "stays on them under WORKDIR/runs/" in message
-    (run_dir,) = list((small_disk / "results").iterdir())
+    (run_dir,) = [p for p in (small_disk / "results").iterdir() if p.is_dir()]
     with open(run_dir / "manifest.json") as f:
         manifest = json.load(f)
     assert manifest["state"] == "stopped" and manifest["reason"] == message

@@ -367,7 +367,7 @@ def test_random_and_representative_inputs_give_different_rows_through_the_cli(tm
     proc = run_cli("run", suite, "-i", inv, "--results-dir", tmp_path / "r1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "inputs dark for loop/file: 4 samples (image [1,16,16,3] uint8)" in proc.stderr
-    [run_dir] = list((tmp_path / "r1").iterdir())
+    [run_dir] = [p for p in (tmp_path / "r1").iterdir() if p.is_dir()]
     with open(run_dir / "results.csv") as f:
         rows = {r["label"]: r for r in csv.DictReader(f)}
     p50 = {k: float(r["p50_ms"]) for k, r in rows.items() if r["status"] == "ok"}

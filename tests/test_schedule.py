@@ -256,6 +256,24 @@ def test_exec_start_gives_back_the_argv_asked_for(lab, capsys):
         "nightly", "systemd", "02:30", str(lab.suite))
 
 
+def test_a_nightly_that_compares_with_its_baseline_carries_the_options(lab, capsys):
+    """--compare-to baseline and --on-regression reach the scheduled `benchfleet run` as words
+    systemd gives back exactly (the hook is a shell command with spaces, quotes and a %)."""
+    hook = "mail -s 'benchfleet: slower at 100%' lab@example.org"
+    rc, _, err = run_cli(capsys, *install_args(lab, "--systemd", "--compare-to", "baseline",
+                                               "--on-regression", hook))
+    assert rc in (0, 1), err
+    service = lab.units / "benchfleet-nightly.service"
+    (exec_start,) = setting(service, "ExecStart")
+    assert systemd_words(exec_start)[-4:] == ["--compare-to", "baseline", "--on-regression",
+                                              hook]
+    rc, said = verify_user_units(lab, service, lab.units / "benchfleet-nightly.timer")
+    assert rc == 0, said
+    rc, _, err = run_cli(capsys, *install_args(lab, "--systemd", "--on-regression", "true",
+                                               name="other"))
+    assert rc == 2 and "--on-regression needs --compare-to" in err
+
+
 @pytest.mark.skipif(schedule.systemd_usable(), reason="this machine has a user systemd: the "
                     "path without one cannot be shown here")
 def test_systemd_without_a_user_manager_keeps_the_files_and_says_what_to_run(lab, capsys):

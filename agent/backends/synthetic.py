@@ -5,6 +5,11 @@ would swamp the harness overhead it exists to expose; `wait: sleep` sleeps inste
 benchmarks: many simulated devices on a few cores) and `wait: work` computes (a CPU hog slows
 it). `phases`, `jitter` and `drift` plant what the verdicts must catch. Options prefixed `test_`
 are fault hooks for the agent's own tests; a real suite never sets them.
+
+Two hooks in the device's environment plant what the history's verdicts must catch without
+changing the suite (so the case ids and the facts of docs/METHOD.md stay the same):
+BENCHFLEET_SYNTHETIC_SCALE=1.10 makes every wait 10% longer (a device that became slower) and
+BENCHFLEET_SYNTHETIC_VERSION=X reports runtime version X (a runtime that was upgraded).
 """
 
 import os
@@ -25,7 +30,7 @@ class SyntheticBackend(Backend):
     def __init__(self, case, model_path):
         Backend.__init__(self, case, model_path)
         ms = (case.get("model") or {}).get("synthetic_ms") or 0.0
-        self._wait_s = float(ms) / 1000.0
+        self._wait_s = float(ms) / 1000.0 * _env_scale()
         self._printed = False
         self._mode = self.options.get("wait") or "spin"
         # work mode: loop iterations per second, calibrated now, before the worker starts any
@@ -96,8 +101,23 @@ class SyntheticBackend(Backend):
         return inputs
 
     def describe(self):
-        return {"version": AGENT_VERSION, "delegate": None, "provider": None,
+        return {"version": os.environ.get("BENCHFLEET_SYNTHETIC_VERSION") or AGENT_VERSION,
+                "delegate": None, "provider": None,
                 "delegation": {"ops_total": None, "ops_delegated": None}}
+
+
+def _env_scale():
+    """BENCHFLEET_SYNTHETIC_SCALE as a factor (1.0 when unset; a bad value is a BadModel)."""
+    text = os.environ.get("BENCHFLEET_SYNTHETIC_SCALE")
+    if not text:
+        return 1.0
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = -1.0
+    if not 0.0 < scale < 1000.0:
+        raise BadModel("BENCHFLEET_SYNTHETIC_SCALE=%r: expected a factor such as 1.10" % text)
+    return scale
 
 
 def _work(n):
