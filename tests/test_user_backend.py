@@ -76,7 +76,7 @@ def cli(tmp_path, *args):
 
 
 def rows_of(results):
-    [run_dir] = list(results.iterdir())
+    [run_dir] = [p for p in results.iterdir() if p.is_dir()]
     with open(run_dir / "results.csv") as f:
         return list(csv.DictReader(f)), run_dir
 
