@@ -316,7 +316,7 @@ def cmd_history(args) -> int:
 
 def cmd_report(args) -> int:
     from orchestrator.rundir import load_run
-    from orchestrator.run import write_html, write_tables
+    from orchestrator.run import kept_comparison, write_html, write_tables
     loaded = load_run(args.run)
     for line in loaded.warnings:
         print(_shown("warning: %s" % line), file=sys.stderr)
@@ -333,7 +333,9 @@ def cmd_report(args) -> int:
                 trends = history_trends(history, suite=summary.suite,
                                         keys={(r.device_name, r.case_id)
                                               for r in summary.results})
-        written.append(write_html(summary, trends=trends))
+        # the comparison of run --compare-to, as the run's own report.html showed it
+        written.append(write_html(summary, trends=trends,
+                                  comparison=kept_comparison(summary.run_dir)))
     print(_shown("%d result(s) of %s: %s" % (len(summary.results), summary.run_id,
                                              ", ".join(str(p) for p in written))))
     return EXIT_OK

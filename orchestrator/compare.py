@@ -305,7 +305,10 @@ def compare(a_spec, b_spec=None, results_dir="results", history=None,
 
 # -- the console ---------------------------------------------------------------------------------
 def _ms(value) -> str:
-    return "-" if not isinstance(value, (int, float)) else "%.4g" % value
+    """A latency for the console: 3 decimals below 100 ms, else 4 significant digits."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    return "%.3f" % value if abs(value) < 100 else "%.4g" % value
 
 
 def render(doc: dict) -> str:

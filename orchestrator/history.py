@@ -329,7 +329,9 @@ def result_values(run_id: str, seq: int, result) -> dict:
 class History:
     """One history database (see the module's doc). Use as a context manager, or close()."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, connect: bool = True):
+        """connect=False: only check the URL (its kind and driver) without reaching the
+        database (check_url)."""
         if url is None or str(url).strip().lower() == OFF:
             raise HistoryError("history is off (--history off or %s=off): give --history URL"
                                % HISTORY_ENV)
@@ -341,11 +343,19 @@ class History:
         self.schema_version = None
         self._password = None
         self.engine = self._make_engine()
+        if not connect:
+            return
         try:
             self._setup()
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def check_url(cls, url) -> None:
+        """HistoryError when url cannot name a history (not a URL, not SQLite or PostgreSQL, its
+        driver missing); nothing is connected to, so a server that is down now passes."""
+        cls(url, connect=False).close()
 
     @classmethod
     def open(cls, url=None, results_dir="results") -> "History":

@@ -587,9 +587,15 @@ class AfterRun:
     def check(self, results_dir) -> None:
         """Before the run: the history URL resolves and what --compare-to names exists, so a
         mistake there costs no measurement (ConfigError)."""
-        from orchestrator.history import history_url
+        from orchestrator.errors import HistoryError
+        from orchestrator.history import History, history_url
         self.results_dir = Path(results_dir)
         self.url = history_url(self.history, results_dir)
+        if self.url is not None:
+            try:
+                History.check_url(self.url)
+            except HistoryError as exc:
+                raise ConfigError("--history / BENCHFLEET_HISTORY: %s" % exc) from None
         if self.compare_to is None:
             return
         if self.compare_to == "baseline":
@@ -611,6 +617,9 @@ class AfterRun:
                           "baseline, a run folder or a run id (benchfleet runs lists them)"
                           % (self.compare_to, self.results_dir,
                              ", not in the history" if self.url else ""))
+
+    def _warn_to(self, summary, progress):
+        return lambda text: self._warn(summary, progress, text)
 
     def _warn(self, summary, progress, text) -> None:
         summary.warnings.append(text)
@@ -644,6 +653,9 @@ class AfterRun:
                         baseline_runs=self.baseline_runs or compare.DEFAULT_BASELINE_RUNS)
                 except (ConfigError, HistoryError) as exc:
                     self._warn(summary, progress, "compare: %s" % exc)
+                else:
+                    keep_comparison(summary.run_dir, summary.comparison, self._warn_to(summary,
+                                                                                      progress))
             if history is not None and self.html:
                 from orchestrator.trends import trends as history_trends
                 keys = {(r.device_name, r.case_id) for r in summary.results}
@@ -654,6 +666,29 @@ class AfterRun:
         if self.html:
             write_html(summary, trends=trends, comparison=summary.comparison,
                        warn=lambda text: self._warn(summary, progress, text))
+
+
+COMPARISON_FILE = "compare.json"   # run --compare-to's comparison, kept for `report --html`
+
+
+def keep_comparison(run_dir, doc, warn) -> None:
+    """The comparison beside the run's tables (COMPARISON_FILE); a failure is a warning."""
+    try:
+        atomic_write_json(str(Path(run_dir) / COMPARISON_FILE), doc)
+    except OSError as exc:
+        warn("%s not written (%s)" % (Path(run_dir) / COMPARISON_FILE, exc.strerror or exc))
+
+
+def kept_comparison(run_dir) -> dict | None:
+    """The comparison run --compare-to kept in the run folder, or None (absent or unreadable)."""
+    from orchestrator.collect import loads_untrusted
+    try:
+        doc = loads_untrusted((Path(run_dir) / COMPARISON_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(doc, dict) and doc.get("kind") == "benchfleet.comparison" and \
+        isinstance(doc.get("rows"), list) and isinstance(doc.get("counts"), dict)
+    return doc if ok else None
 
 
 def write_html(summary, trends=None, comparison=None, warn=None) -> Path | None:
@@ -695,7 +730,9 @@ def render_summary(summary: RunSummary) -> str:
         "cells: p50 / p99 (99%-confidence upper bound; n/e = too few samples) / first, ms;"
         " * = INVALID (see comparison.md)",
         "%s, %d skipped, %d failed -> %s" % (verdict_counts(summary.results), counts["skipped"],
-                                              counts["failed"], summary.run_dir)])
+                                              counts["failed"], summary.run_dir)]
+        + (["plots: %s" % (summary.run_dir / "report.html")]
+           if (summary.run_dir / "report.html").is_file() else []))
 
 
 def verdict_counts(results) -> str:

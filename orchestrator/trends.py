@@ -76,7 +76,7 @@ def render(series: list) -> str:
             state = p["validity"] if p["status"] == "ok" else p["status"]
             lines.append("  %-20s  %-22s  p50 %9s ms  %-8s  %s" % (
                 p["started_at"] or "-", p["run_id"],
-                "%.4g" % p50 if isinstance(p50, (int, float)) else "-", state or "-",
+                compare._ms(p50), state or "-",
                 escape.terminal(p["change"] or "", limit=200)))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

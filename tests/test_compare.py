@@ -18,6 +18,7 @@ import yaml
 from orchestrator import cli, compare
 from orchestrator.compare import Entry, verdict_row
 from orchestrator.run import AfterRun, Progress, run_suite
+from pglab import free_port, pg_lab, pg_url  # noqa: F401 (fixtures: a real PostgreSQL server)
 
 QUICK = {"warmup_runs": 5, "warmup_min_s": 0.05, "runs": 200, "min_duration_s": 0.4,
          "max_duration_s": 5, "case_timeout_s": 120, "interval_ms": 0,
@@ -137,6 +138,16 @@ def test_run_compare_to_baseline_stores_compares_and_signals(lab, monkeypatch, t
     hook = json.loads(hook_out.read_text())
     assert hook["kind"] == "benchfleet.comparison" and hook["regression"]
     assert {r["verdict"] for r in hook["rows"]} == {"slower"}
+    # the comparison is kept beside the run and shown in its report.html, also when the
+    # report is written again
+    newest = max(p for p in lab["results"].iterdir() if p.is_dir())
+    assert json.loads((newest / "compare.json").read_text())["counts"]["slower"] == 2
+    assert "plots: %s" % (newest / "report.html") in out
+    for _ in range(2):
+        html = (newest / "report.html").read_text()
+        assert "Regression" in html and "baseline: 3 run(s)" in html
+        assert cli.main(["report", str(newest), "--html"]) == 0
+        capsys.readouterr()
     # history trends mark the slowdown on the last point
     assert cli.main(["history", "--results-dir", str(lab["results"]), "--json"]) == 0
     series = json.loads(capsys.readouterr().out)
@@ -150,6 +161,49 @@ def test_run_compare_to_baseline_stores_compares_and_signals(lab, monkeypatch, t
     assert "spin2" in text and "spin1" not in text and "slower x1." in text
 
 
+def test_a_lab_shares_one_postgresql_history(lab, monkeypatch, pg_url, capsys):
+    """Runs stored in PostgreSQL through BENCHFLEET_HISTORY (no results/history.sqlite), the
+    baseline read back from it, the slowdown called; the trends from the same database."""
+    monkeypatch.setenv("BENCHFLEET_HISTORY", pg_url)
+    for _ in range(2):
+        with open(os.devnull, "w") as quiet:
+            summary = run_suite(lab["suite"], [lab["inv"]], results_dir=lab["results"],
+                                progress=Progress(quiet), after=AfterRun(html=False))
+        assert summary.history.startswith("postgresql") and summary.counts["ok"] == 2
+    assert not (lab["results"] / "history.sqlite").exists()
+    monkeypatch.setenv("BENCHFLEET_SYNTHETIC_SCALE", "1.15")
+    code = cli.main(["run", str(lab["suite"]), "-i", str(lab["inv"]), "--results-dir",
+                     str(lab["results"]), "--compare-to", "baseline", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 3 and doc["comparison"]["counts"]["slower"] == 2
+    assert doc["comparison"]["a"]["label"].startswith("baseline: 2 run(s)")
+    assert cli.main(["history", "--json"]) == 0
+    assert [len(s["points"]) for s in json.loads(capsys.readouterr().out)] == [3, 3]
+
+
+def test_a_history_out_of_reach_costs_no_result(lab, capsys):
+    """The database is down when the run ends: a warning naming `history import`, the exit code
+    of the run itself, every result in the folder; the import stores it later."""
+    down = "postgresql://bench:pw@127.0.0.1:%d/bench" % free_port()
+    code = cli.main(["run", str(lab["suite"]), "-i", str(lab["inv"]), "--results-dir",
+                     str(lab["results"]), "--history", down])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "warning: history: not stored" in err and "benchfleet history import" in err
+    assert ":pw@" not in err
+    [run_dir] = [p for p in lab["results"].iterdir() if p.is_dir()]
+    assert len(csv_rows(run_dir)) == 2 and (run_dir / "report.html").is_file()
+    assert cli.main(["history", "import", str(run_dir), "--results-dir", str(lab["results"])]) \
+        == 0
+    assert "2 result(s) added" in capsys.readouterr().out
+
+
+def csv_rows(run_dir):
+    import csv
+    with open(run_dir / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def test_compare_to_a_missing_run_is_refused_before_anything_runs(lab, monkeypatch, capsys):
     code = cli.main(["run", str(lab["suite"]), "-i", str(lab["inv"]), "--results-dir",
                      str(lab["results"]), "--compare-to", "20990101-000000-dead"])
@@ -160,6 +214,16 @@ def test_compare_to_a_missing_run_is_refused_before_anything_runs(lab, monkeypat
     code = cli.main(["run", str(lab["suite"]), "-i", str(lab["inv"]), "--results-dir",
                      str(lab["results"]), "--compare-to", "baseline", "--history", "off"])
     assert code == 2 and "history is off" in capsys.readouterr().err
+    # a history URL that cannot work is refused before the run, its password masked; a server
+    # that is down now is not (the run warns at the end and keeps every result: test_history)
+    for url, said in (("mysql://u:s3cret@db/bench", "databases are not supported"),
+                      ("postgresql+nodriver://u:s3cret@db/bench", "unknown database driver")):
+        code = cli.main(["run", str(lab["suite"]), "-i", str(lab["inv"]), "--results-dir",
+                         str(lab["results"]), "--history", url])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "s3cret" not in err and "***" in err, err
+    assert not [p for p in lab["results"].glob("*") if p.is_dir()] \
+        if lab["results"].exists() else True
 
 
 def test_invalid_results_are_never_called_slower(lab, monkeypatch):

@@ -108,11 +108,18 @@ def main():
             t_ids, _ = timed(lambda: compare.compare(runs[-1].name, b.name, out, h), args.reps)
             t_base, base = timed(lambda: compare.compare("baseline", b.name, out, h), args.reps)
         size = (out / "history.sqlite").stat().st_size
+
+        def cli():
+            subprocess.run([sys.executable, "-m", "orchestrator", "compare", runs[-1].name,
+                            b.name, "--results-dir", str(out)], cwd=str(ROOT),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t_cli, _ = timed(cli, args.reps)
     print("compare of two runs of %d cases x %d latencies (median of %d):"
           % (args.cases, args.samples, args.reps))
     print("  two run folders:          %.3f s  (verdicts: %s)" % (t_folders, counts))
     print("  two run ids (history):    %.3f s" % t_ids)
     print("  baseline of 5 runs:       %.3f s  (verdicts: %s)" % (t_base, base["counts"]))
+    print("  the command (a new process): %.3f s" % t_cli)
     print("  storing the 7 runs:       %.3f s; history.sqlite %.1f MB for %d results"
           % (t_store, size / 1e6, 7 * args.cases))
 
