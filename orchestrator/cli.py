@@ -316,7 +316,7 @@ def cmd_history(args) -> int:
 
 def cmd_report(args) -> int:
     from orchestrator.rundir import load_run
-    from orchestrator.run import kept_comparison, write_html, write_tables
+    from orchestrator.run import rewrite_report, write_tables
     loaded = load_run(args.run)
     for line in loaded.warnings:
         print(_shown("warning: %s" % line), file=sys.stderr)
@@ -325,17 +325,7 @@ def cmd_report(args) -> int:
     write_tables(summary)
     written = [summary.run_dir / "results.csv", summary.run_dir / "comparison.md"]
     if args.html:
-        from orchestrator.trends import trends as history_trends
-        history = _open_history(args, required=False)
-        trends = None
-        if history is not None:
-            with history:
-                trends = history_trends(history, suite=summary.suite,
-                                        keys={(r.device_name, r.case_id)
-                                              for r in summary.results})
-        # the comparison of run --compare-to, as the run's own report.html showed it
-        written.append(write_html(summary, trends=trends,
-                                  comparison=kept_comparison(summary.run_dir)))
+        written.append(rewrite_report(summary, history=args.history))
     print(_shown("%d result(s) of %s: %s" % (len(summary.results), summary.run_id,
                                              ", ".join(str(p) for p in written))))
     return EXIT_OK

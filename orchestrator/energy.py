@@ -612,8 +612,10 @@ def _with_energy(doc, log, a, b, offset, idle, subtract) -> dict:
 
 # -- the tables, again ---------------------------------------------------------------------------
 def rewrite_tables(run_dir: Path, manifest: dict, warnings: list) -> bool:
-    """results.csv and comparison.md from raw/ as the run writes them (run.write_tables), through
-    rundir.load_run. Only for a run that has its tables (a finished one); False otherwise."""
+    """results.csv, comparison.md and report.html from raw/ as the run writes them
+    (run.write_tables, run.rewrite_report), through rundir.load_run, and the history's copy
+    of the run where it has one. Only for a run that has its tables (a finished one); False
+    otherwise."""
     from orchestrator.rundir import load_run
     from orchestrator.run import write_tables
     if not (run_dir / "results.csv").exists() and manifest.get("state") != "finished":
@@ -623,5 +625,10 @@ def rewrite_tables(run_dir: Path, manifest: dict, warnings: list) -> bool:
         return False
     loaded = load_run(run_dir)
     warnings.extend(w.replace(": left out", ": not in the tables") for w in loaded.warnings)
-    write_tables(loaded.summary())
+    summary = loaded.summary()
+    summary.suite = loaded.suite_name
+    write_tables(summary)
+    # report.html and the history (where it holds the run) get the meter's energy too
+    from orchestrator.run import rewrite_report
+    rewrite_report(summary, store=True, warn=warnings.append)
     return True

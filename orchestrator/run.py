@@ -691,6 +691,37 @@ def kept_comparison(run_dir) -> dict | None:
     return doc if ok else None
 
 
+def rewrite_report(summary, history=None, store=False, warn=None) -> Path | None:
+    """report.html of a run written again (`report --html`, `energy attach`): the trends from the
+    history (--history, $BENCHFLEET_HISTORY, else the run's results folder's history.sqlite when
+    there is one), the comparison run --compare-to kept. store: also store the run's results
+    again where the history holds the run (what changed in raw/ replaces what it had). A
+    history that cannot be opened is a warning; the page is written without trends."""
+    from orchestrator.errors import HistoryError
+    from orchestrator.history import History, history_url
+    from orchestrator.rundir import LoadedRun
+    from orchestrator.trends import trends as history_trends
+    warn = warn or (lambda text: print("warning: " + escape.terminal(text), file=sys.stderr))
+    url, trends = history_url(history, summary.run_dir.parent), None
+    if url is not None and history is None and url.startswith("sqlite:///") and \
+            not os.path.exists(url[len("sqlite:///"):]):
+        url = None   # no history beside this run: do not make an empty one
+    if url is not None:
+        try:
+            with History(url) as h:
+                info = h.run(summary.run_id)
+                if store and info is not None:
+                    manifest = read_manifest(summary.run_dir)
+                    h.store_run(LoadedRun(summary.run_dir, manifest, list(summary.devices),
+                                          list(summary.results)))
+                trends = history_trends(h, suite=summary.suite,
+                                        keys={(r.device_name, r.case_id)
+                                              for r in summary.results})
+        except HistoryError as exc:
+            warn("history: %s; report.html has no trends" % exc)
+    return write_html(summary, trends=trends, comparison=kept_comparison(summary.run_dir))
+
+
 def write_html(summary, trends=None, comparison=None, warn=None) -> Path | None:
     """report.html beside comparison.md (htmlreport.write_report); a failure to write it is a
     warning (warn), never the run's end: every number is in results.csv already."""

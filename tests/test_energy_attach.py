@@ -413,6 +413,15 @@ def test_a_local_run_keeps_its_clock_offset_and_job_and_a_meter_attaches_to_it(t
                      2.5 * span / r.timing.runs * 1000.0)
         assert rows[r.case_id]["label"] == r.label and rows[r.case_id]["mode"] == "back_to_back"
     assert "## Energy" in (summary.run_dir / "comparison.md").read_text()
+    # the run's history copy and its report.html got the meter's energy as well
+    from orchestrator.history import History
+    with History.open(None, tmp_path / "results") as history:
+        stored = {r["case_id"]: r for r in history.results(run_ids=[summary.run_id])}
+    for case_id, row in rows.items():
+        assert stored[case_id]["energy_j"] == pytest.approx(float(row["energy_j"]), rel=1e-6)
+    html = (summary.run_dir / "report.html").read_text()
+    assert "<h3>Energy</h3>" in html and "mJ per inference" in html   # only with energy
+    assert "%.3g" % float(rows[summary.results[0].case_id]["energy_per_inference_mj"]) in html
     doc = json.loads((summary.run_dir / "raw" / "localhost" / (summary.results[0].case_id
                                                               + ".json")).read_text())
     assert doc["telemetry"]["energy"]["clock_offset_s"] == m["offset_s"]
