@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from livetree import Live, write_file
 from orchestrator import htmlreport, records, report, rundir
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(1)>"
@@ -36,42 +37,16 @@ ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1"
                 "th", "td", "ol", "ul", "li", "div", "img", "span", "details", "summary"}
 
 
-class FakeSys(object):
-    """A device tree the agent reads telemetry from: the thermal zone warms 2 C/s from 45 C
-    and the INA219 reads 3 to 4 W, rising each second."""
+def fake_sys(root):
+    """A device tree the agent reads telemetry from, live: the thermal zone warms 2 C/s from
+    45 C and the INA219 reads 3 to 4 W, rising each second."""
+    write_file(root, "sys/class/thermal/thermal_zone0/type", "cpu-thermal")
+    write_file(root, "sys/class/hwmon/hwmon0/name", "ina219")
 
-    def __init__(self, root):
-        self.root = Path(root)
-        self.write("sys/class/thermal/thermal_zone0/type", "cpu-thermal")
-        self.write("sys/class/hwmon/hwmon0/name", "ina219")
-        self.t0 = time.monotonic()
-        self.tick()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def write(self, rel, value):
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("%s\n" % value)
-        os.replace(tmp, path)
-
-    def tick(self):
-        t = time.monotonic() - self.t0
-        self.write("sys/class/thermal/thermal_zone0/temp", int((45.0 + 2.0 * t) * 1000))
-        self.write("sys/class/hwmon/hwmon0/power1_input", int((3.0 + t % 1.0) * 1e6))
-
-    def run(self):
-        while not self.stop.wait(0.01):
-            self.tick()
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+    def tick(t):
+        write_file(root, "sys/class/thermal/thermal_zone0/temp", int((45.0 + 2.0 * t) * 1000))
+        write_file(root, "sys/class/hwmon/hwmon0/power1_input", int((3.0 + t % 1.0) * 1e6))
+    return Live(tick, 0.01)
 
 
 class Run(object):
@@ -106,7 +81,7 @@ SUITE = {
 
 
 def make_run(tmp):
-    """The real controller runs SUITE on two local devices over a live FakeSys: 7 cases, 14
+    """The real controller runs SUITE on two local devices over a live fake_sys tree: 7 cases, 14
     results (10 ok: 8 VALID, 2 INVALID; 2 failed; 2 skipped). Its run folder."""
     from orchestrator.run import Progress, run_suite
     tmp = Path(tmp)
@@ -119,7 +94,7 @@ def make_run(tmp):
             for name in ("alpha", "beta")}}))
         suite = tmp / "s.yaml"
         suite.write_text(yaml.safe_dump(SUITE, sort_keys=False))
-        with FakeSys(tmp / "sys"), open(os.devnull, "w") as quiet:
+        with fake_sys(tmp / "sys"), open(os.devnull, "w") as quiet:
             summary = run_suite(suite, [inv], results_dir=tmp / "results",
                                 progress=Progress(quiet))
     assert summary.counts == {"ok": 10, "skipped": 2, "failed": 2}, summary.counts

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from agent import schema
+from livetree import write_file  # noqa: F401 (the telemetry tests import it from here)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -70,18 +71,6 @@ def run_agent(args, timeout=120, extra_env=None, **kwargs):
 def read_events(out_dir):
     with open(os.path.join(out_dir, "events.jsonl")) as f:
         return [json.loads(line) for line in f]
-
-
-def write_file(root, rel, text):
-    """root/rel holds `text` and a newline, written atomically (as a sysfs read never sees half
-    a value), its folders made: how tests play a live fake device under BENCHFLEET_SYS_ROOT."""
-    from agent import fsutil
-    path = os.path.join(root, rel)
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        os.makedirs(folder)
-    fsutil.atomic_write_text(path, "%s\n" % text, fsync=False)
-    return path
 
 
 def events_so_far(out_dir):

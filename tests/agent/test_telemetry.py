@@ -5,37 +5,15 @@ import os
 import shutil
 import subprocess
 import textwrap
-import threading
 import time
 
 import pytest
 
 from agent import schema, telemetry
 from agent_helpers import write_file as _write
+from livetree import Live
 
 INTERVAL_MS = 10.0
-
-
-class Live(object):
-    """Calls fn(seconds since start) every period_s on a thread until stop(); .marks is a dict
-    fn may fill with the monotonic time something happened."""
-
-    def __init__(self, fn, period_s=0.002):
-        self.fn, self.period_s, self.marks = fn, period_s, {}
-        self._stop = threading.Event()
-        self.t0 = time.monotonic()
-        fn(0.0)
-        self._thread = threading.Thread(target=self._run)
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.wait(self.period_s):
-            self.fn(time.monotonic() - self.t0)
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join()
 
 
 def _run_sampler(sources, seconds, interval_ms=INTERVAL_MS, during=None):
