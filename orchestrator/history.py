@@ -342,7 +342,7 @@ class History:
         self.migrated_from = None     # the version this open migrated from (0: made it)
         self.schema_version = None
         self._password = None
-        self.engine = self._make_engine()
+        self.engine = self._make_engine(make_folder=connect)
         if not connect:
             return
         try:
@@ -380,7 +380,7 @@ class History:
             text = text.replace(self._password, "***")
         return text
 
-    def _make_engine(self):
+    def _make_engine(self, make_folder=True):
         from sqlalchemy import create_engine, event
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -396,7 +396,8 @@ class History:
         kwargs = {}
         if backend == "sqlite":
             database = parsed.database or ""
-            if database and database != ":memory:" and not database.startswith("file:"):
+            if make_folder and database and database != ":memory:" and \
+                    not database.startswith("file:"):
                 try:
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:

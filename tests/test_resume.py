@@ -258,7 +258,9 @@ def test_sigkill_of_the_worker_or_the_supervisor_leaves_nothing_measuring(lab, t
 def test_a_busy_device_is_skipped_naming_its_holder_or_waited_for(lab, tmp_path):
     dev = lab.devices[0]
     inv = inventory(lab, tmp_path, [dev])
-    long_run = start_cli(tmp_path, "run", suite_file(tmp_path, "holder", cases=1, seconds=6),
+    # the holder's case outlasts the status call and two short runs (each stores its history
+    # and writes report.html too)
+    long_run = start_cli(tmp_path, "run", suite_file(tmp_path, "holder", cases=1, seconds=15),
                          "-i", inv, "--results-dir", tmp_path / "a")
     try:
         first = wait_for(lambda: the_run_dir(tmp_path / "a"), 60, "the first run")
