@@ -582,7 +582,8 @@ class AfterRun:
     threshold: float | None = None
     baseline_runs: int | None = None
     html: bool = True
-    url: str | None = field(default=None, init=False)
+    url: str | None = field(default=None, init=False)           # resolved by check()
+    results_dir: Path | None = field(default=None, init=False)  # the run's results folder
 
     def check(self, results_dir) -> None:
         """Before the run: the history URL resolves and what --compare-to names exists, so a

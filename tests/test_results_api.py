@@ -148,3 +148,20 @@ def test_not_a_run_is_a_clear_error(tmp_path, capsys):
     from orchestrator.errors import ConfigError
     with pytest.raises(ConfigError, match="not a run folder, and no run nope under"):
         load_run("nope", results_dir=tmp_path)
+
+
+def test_every_column_is_documented():
+    """docs/HISTORY.md's column table names every results.csv column and every fact (the
+    notebook API's documented columns stay the real ones)."""
+    from pathlib import Path
+    from orchestrator.facts import FACT_NAMES
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "HISTORY.md").read_text()
+    table = doc[doc.index("### The columns"):]
+    named = set()
+    for line in table.splitlines():
+        if line.startswith("| ") and not line.startswith("| columns"):
+            named |= {c.strip() for c in line.split("|")[1].split(",")}
+    missing = [c for c in list(report.COLUMNS) + ["suite", "run_started_at"] if c not in named]
+    assert not missing, missing
+    for name in FACT_NAMES:
+        assert name in doc[:doc.index("### The columns")], name
