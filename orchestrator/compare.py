@@ -60,7 +60,7 @@ class Entry:
         if row.get("status") != "ok":
             return "%s (%s)" % (row.get("status"), _short(row.get("reason")))
         if row.get("validity") == "INVALID":
-            return "INVALID (%s)" % _short(row.get("validity_reasons"))
+            return "INVALID (%s)" % _tags(row.get("validity_reasons"))
         if row.get("emulated") in (True, "true", "True"):
             return "an emulated device (its numbers are not a real device's)"
         if not isinstance(row.get("p50_ms"), (int, float)) or self.latencies is None or \
@@ -89,6 +89,17 @@ class Side:
             if device not in seen:
                 seen.append(device)
         return seen
+
+
+def _tags(reasons) -> str:
+    """'p50 uncertain, drift +4.1%': the head of each INVALID reason (before its ':'), as the
+    run's summary line gives them; the reasons in full are in the run's results."""
+    heads = []
+    for reason in str(reasons or "no reason given").split("; "):
+        head = reason.split(":", 1)[0].strip()
+        if head and head not in heads:
+            heads.append(head)
+    return _short(", ".join(heads[:3]) + (", ..." if len(heads) > 3 else ""))
 
 
 def _short(text, limit=100) -> str:
