@@ -107,6 +107,9 @@ def main():
             t_store = time.perf_counter() - t0
             t_ids, _ = timed(lambda: compare.compare(runs[-1].name, b.name, out, h), args.reps)
             t_base, base = timed(lambda: compare.compare("baseline", b.name, out, h), args.reps)
+            from orchestrator.trends import trends
+            t_trends, series = timed(lambda: trends(h, suite="perf"), args.reps)
+            marked = sum(1 for s in series for p in s["points"] if p["change"])
         size = (out / "history.sqlite").stat().st_size
 
         def cli():
@@ -120,6 +123,8 @@ def main():
     print("  two run ids (history):    %.3f s" % t_ids)
     print("  baseline of 5 runs:       %.3f s  (verdicts: %s)" % (t_base, base["counts"]))
     print("  the command (a new process): %.3f s" % t_cli)
+    print("  history trends, %d cases x 7 runs: %.3f s (%d changes marked)"
+          % (len(series), t_trends, marked))
     print("  storing the 7 runs:       %.3f s; history.sqlite %.1f MB for %d results"
           % (t_store, size / 1e6, 7 * args.cases))
 
