@@ -860,8 +860,8 @@ class _Plotter:
             from matplotlib.dates import num2date
             from matplotlib.ticker import FuncFormatter
             low, high = min(spans), max(spans)
-            if high - low < 1.0 / 24:   # one run, or runs within an hour
-                ax.set_xlim(low - 1.0 / 24, high + 1.0 / 24)
+            pad = max((high - low) * 0.05, 2.0 / 1440)   # 5% of the span, at least 2 minutes
+            ax.set_xlim(low - pad, high + pad)
             if high - low >= 2:   # whole days (a date number counts days)
                 ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
             fmt = "%m-%d %H:%M" if high - low < 2 else "%m-%d" if high - low < 300 \
