@@ -247,14 +247,17 @@ def _hook(command, doc) -> None:
 
 def _open_history(args, required=True):
     """The History of --history / $BENCHFLEET_HISTORY / RESULTS_DIR/history.sqlite; None when it
-    is off and not required (ConfigError when required)."""
-    from orchestrator.history import History, history_url
+    is off, or is a SQLite file not made yet, and not required (ConfigError when it is off and
+    required)."""
+    from orchestrator.history import History, history_url, sqlite_missing
     url = history_url(args.history, args.results_dir)
     if url is None:
         if required:
             raise ConfigError("history is off (--history off or BENCHFLEET_HISTORY=off): give "
                               "--history URL")
         return None
+    if not required and sqlite_missing(url):
+        return None   # compare of two folders reads no history and makes none
     return History(url)
 
 
@@ -284,6 +287,15 @@ def cmd_history(args) -> int:
         raise ConfigError("history %s: unknown action; `benchfleet history import [PATH...]` "
                           "ingests run folders, `benchfleet history [--device D] [--case C]` "
                           "shows the trends" % args.action)
+    if args.action is None and not args.paths:
+        from orchestrator.history import history_url, sqlite_missing
+        url = history_url(args.history, args.results_dir)
+        if url is not None and sqlite_missing(url):   # nothing stored yet: make no empty file
+            if args.json:
+                _print_json([])
+            else:
+                print(_shown(trends.render([])))
+            return EXIT_OK
     with _open_history(args) as history:
         if args.action == "import":
             done = {"runs": [], "added": 0, "known": 0, "skipped": [], "warnings": []}

@@ -94,6 +94,16 @@ def history_url(url=None, results_dir="results") -> str | None:
     return _as_url(str(Path(results_dir) / DEFAULT_FILE))
 
 
+def sqlite_missing(url) -> bool:
+    """True for a SQLite URL whose file does not exist yet: a reader (compare of two folders,
+    report --html) then has no history to read, and must not make an empty one."""
+    text = str(url or "")
+    if not text.startswith("sqlite:///"):
+        return False
+    path = text[len("sqlite:///"):].split("?", 1)[0]
+    return bool(path) and path != ":memory:" and not os.path.exists(path)
+
+
 def _as_url(value: str) -> str:
     if "://" in value:
         return value

@@ -699,13 +699,12 @@ def rewrite_report(summary, history=None, store=False, warn=None) -> Path | None
     again where the history holds the run (what changed in raw/ replaces what it had). A
     history that cannot be opened is a warning; the page is written without trends."""
     from orchestrator.errors import HistoryError
-    from orchestrator.history import History, history_url
+    from orchestrator.history import History, history_url, sqlite_missing
     from orchestrator.rundir import LoadedRun
     from orchestrator.trends import trends as history_trends
     warn = warn or (lambda text: print("warning: " + escape.terminal(text), file=sys.stderr))
     url, trends = history_url(history, summary.run_dir.parent), None
-    if url is not None and history is None and url.startswith("sqlite:///") and \
-            not os.path.exists(url[len("sqlite:///"):]):
+    if sqlite_missing(url):
         url = None   # no history beside this run: do not make an empty one
     if url is not None:
         try:

@@ -82,8 +82,13 @@ def test_a_10_percent_slowdown_is_called_slower_and_exits_3(lab, monkeypatch, ca
     out = capsys.readouterr().out
     assert code == 3, out
     assert "SLOWER" in out and "REGRESSION: 2 case(s) slower (exit 3)" in out
-    # the other way round it is faster, and faster is no regression
+    # the other way round it is faster, and faster is no regression; two folders need no
+    # history, and none is made in the current folder
+    elsewhere = lab["results"].parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     assert cli.main(["compare", str(after.run_dir), str(before.run_dir), "--json"]) == 0
+    assert list(elsewhere.iterdir()) == []
     back = json.loads(capsys.readouterr().out)
     assert set(verdicts(back).values()) == {"faster"} and not back["regression"]
 
