@@ -245,10 +245,10 @@ def _hook(command, doc) -> None:
             print(_shown("warning: %s" % problem), file=sys.stderr)
 
 
-def _open_history(args, required=True):
-    """The History of --history / $BENCHFLEET_HISTORY / RESULTS_DIR/history.sqlite; None when it
-    is off, or is a SQLite file not made yet, and not required (ConfigError when it is off and
-    required)."""
+def _open_history(args, required=True, make=True):
+    """The History of --history / $BENCHFLEET_HISTORY / RESULTS_DIR/history.sqlite. None when it
+    is off and not required (ConfigError when required), or, with make=False (a reader), when
+    it is a SQLite file not made yet: reading makes no empty database."""
     from orchestrator.history import History, history_url, sqlite_missing
     url = history_url(args.history, args.results_dir)
     if url is None:
@@ -256,14 +256,15 @@ def _open_history(args, required=True):
             raise ConfigError("history is off (--history off or BENCHFLEET_HISTORY=off): give "
                               "--history URL")
         return None
-    if not required and sqlite_missing(url):
-        return None   # compare of two folders reads no history and makes none
+    if not make and sqlite_missing(url):
+        return None
     return History(url)
 
 
 def cmd_compare(args) -> int:
     from orchestrator import compare
-    history = _open_history(args, required=args.a == "baseline")
+    baseline = args.a == "baseline"   # two runs need no history; a baseline is read from one
+    history = _open_history(args, required=baseline, make=baseline)
     try:
         doc = compare.compare(args.a, args.b, results_dir=args.results_dir, history=history,
                               threshold=args.threshold or compare.DEFAULT_THRESHOLD,
@@ -287,16 +288,14 @@ def cmd_history(args) -> int:
         raise ConfigError("history %s: unknown action; `benchfleet history import [PATH...]` "
                           "ingests run folders, `benchfleet history [--device D] [--case C]` "
                           "shows the trends" % args.action)
-    if args.action is None and not args.paths:
-        from orchestrator.history import history_url, sqlite_missing
-        url = history_url(args.history, args.results_dir)
-        if url is not None and sqlite_missing(url):   # nothing stored yet: make no empty file
-            if args.json:
-                _print_json([])
-            else:
-                print(_shown(trends.render([])))
-            return EXIT_OK
-    with _open_history(args) as history:
+    history = _open_history(args, make=args.action == "import")
+    if history is None:   # nothing stored yet, and the trends make no empty database
+        if args.json:
+            _print_json([])
+        else:
+            print(_shown(trends.render([])))
+        return EXIT_OK
+    with history:
         if args.action == "import":
             done = {"runs": [], "added": 0, "known": 0, "skipped": [], "warnings": []}
             for path in args.paths or [args.results_dir]:
@@ -315,8 +314,6 @@ def cmd_history(args) -> int:
             print(_shown("%d run(s): %d result(s) added, %d already in %s" % (
                 len(done["runs"]), done["added"], done["known"], history.url)))
             return EXIT_OK
-        if args.paths:
-            raise ConfigError("history: paths are for `history import PATH...`")
         series = trends.trends(history, suite=args.suite, device=args.device, case=args.case,
                                runs=args.runs)
     if args.json:

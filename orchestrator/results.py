@@ -91,11 +91,12 @@ def load_history(url=None, results_dir="results", device=None, case=None, suite=
     RESULTS_DIR/history.sqlite) as a DataFrame, oldest run first. device / suite: only those;
     case: a case id or part of a label."""
     from orchestrator.history import History
+    from orchestrator.trends import case_matches
     with History.open(url, results_dir) as history:
         rows = history.results(device=device, suite=suite)
     out = []
     for r in rows:
-        if case is not None and case != r.get("case_id") and case not in str(r.get("label") or ""):
+        if not case_matches(r, case):
             continue
         row = dict(r)
         for name in FACT_NAMES:

@@ -658,9 +658,7 @@ class AfterRun:
                     keep_comparison(summary.run_dir, summary.comparison, self._warn_to(summary,
                                                                                       progress))
             if history is not None and self.html:
-                from orchestrator.trends import trends as history_trends
-                keys = {(r.device_name, r.case_id) for r in summary.results}
-                trends = history_trends(history, suite=summary.suite, keys=keys)
+                trends = run_trends(history, summary)
         finally:
             if history is not None:
                 history.close()
@@ -692,6 +690,13 @@ def kept_comparison(run_dir) -> dict | None:
     return doc if ok else None
 
 
+def run_trends(history, summary) -> list:
+    """The history's trends of a run's own device x case pairs (report.html's)."""
+    from orchestrator.trends import trends
+    return trends(history, suite=summary.suite,
+                  keys={(r.device_name, r.case_id) for r in summary.results})
+
+
 def rewrite_report(summary, history=None, store=False, warn=None) -> Path | None:
     """report.html of a run written again (`report --html`, `energy attach`): the trends from the
     history (--history, $BENCHFLEET_HISTORY, else the run's results folder's history.sqlite when
@@ -701,7 +706,6 @@ def rewrite_report(summary, history=None, store=False, warn=None) -> Path | None
     from orchestrator.errors import HistoryError
     from orchestrator.history import History, history_url, sqlite_missing
     from orchestrator.rundir import LoadedRun
-    from orchestrator.trends import trends as history_trends
     warn = warn or (lambda text: print("warning: " + escape.terminal(text), file=sys.stderr))
     url, trends = history_url(history, summary.run_dir.parent), None
     if sqlite_missing(url):
@@ -714,9 +718,7 @@ def rewrite_report(summary, history=None, store=False, warn=None) -> Path | None
                     manifest = read_manifest(summary.run_dir)
                     h.store_run(LoadedRun(summary.run_dir, manifest, list(summary.devices),
                                           list(summary.results)))
-                trends = history_trends(h, suite=summary.suite,
-                                        keys={(r.device_name, r.case_id)
-                                              for r in summary.results})
+                trends = run_trends(h, summary)
         except HistoryError as exc:
             warn("history: %s; report.html has no trends" % exc)
     return write_html(summary, trends=trends, comparison=kept_comparison(summary.run_dir))

@@ -13,11 +13,9 @@ from orchestrator import compare, escape
 DEFAULT_RUNS = 30
 
 
-def _matches(entry, case) -> bool:
-    if case is None:
-        return True
-    row = entry.row
-    return case == row.get("case_id") or case in str(row.get("label") or "")
+def case_matches(row, case) -> bool:
+    """`--case C` (or load_history's case=): a case id, or part of a label; None matches all."""
+    return case is None or case == row.get("case_id") or case in str(row.get("label") or "")
 
 
 def trends(history, suite=None, device=None, case=None, runs=DEFAULT_RUNS,
@@ -32,7 +30,7 @@ def trends(history, suite=None, device=None, case=None, runs=DEFAULT_RUNS,
                                                          latencies=True))
     series = {}
     for entry in entries:
-        if not _matches(entry, case) or (keys is not None and entry.key not in keys):
+        if not case_matches(entry.row, case) or (keys is not None and entry.key not in keys):
             continue
         series.setdefault((entry.row.get("suite"), entry.key), []).append(entry)
     out = []
